@@ -1,0 +1,71 @@
+//! The control plane's settings: where it listens, where it keeps data, and
+//! the maxima it enforces on what callers ask for.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keyhole_proto::limits;
+use keyhole_proto::v1::CaptureLimits;
+
+/// Where `keyhole server` listens when not told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Where `keyhole server` keeps its database and admin token.
+pub const DEFAULT_DATA_DIR: &str = "keyhole-data";
+/// The admin token written on first start, inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub limits: ServerLimits,
+}
+
+/// Ceilings on what a breakpoint or session may ask for, and the sizes the
+/// control plane accepts from callers.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    pub max_capture: CaptureLimits,
+    pub max_hits: u32,
+    pub max_rate_per_sec: f64,
+    pub max_breakpoint_ttl: Duration,
+    pub max_session_ttl: Duration,
+    pub max_baggage_filters: usize,
+    pub max_instance_labels: usize,
+    /// Snapshots per `UploadSnapshots` call.
+    pub max_upload_batch: usize,
+    /// Bytes of one decoded gRPC message (an upload batch, mostly).
+    pub max_message_bytes: usize,
+    /// Snapshots `snapshots list` returns when no limit is given, and at most.
+    pub default_list_limit: u32,
+    pub max_list_limit: u32,
+    /// Longest name of a session or token, service, label or id.
+    pub max_name_len: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_capture: CaptureLimits {
+                max_depth: 10,
+                max_fields: 200,
+                max_items: 1_000,
+                max_string_bytes: 16 * 1024,
+                max_snapshot_bytes: 1024 * 1024,
+                max_frames: 64,
+            },
+            max_hits: 1_000,
+            max_rate_per_sec: 50.0,
+            max_breakpoint_ttl: limits::MAX_BREAKPOINT_TTL,
+            max_session_ttl: limits::MAX_SESSION_TTL,
+            max_baggage_filters: 16,
+            max_instance_labels: 16,
+            max_upload_batch: 1_000,
+            max_message_bytes: 16 * 1024 * 1024,
+            default_list_limit: 50,
+            max_list_limit: 1_000,
+            max_name_len: 200,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `keyhole server`: opens storage, makes sure there is an admin token, and
+//! serves gRPC and HTTP on one address until interrupted.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyhole_proto::v1::agent_service_server::AgentServiceServer;
+use keyhole_proto::v1::debugger_service_server::DebuggerServiceServer;
+
+use crate::agents::AgentApi;
+use crate::auth::{mint_token, Role};
+use crate::config::{ServerConfig, ADMIN_TOKEN_FILE};
+use crate::debugger::DebuggerApi;
+use crate::ids::now_ms;
+use crate::state::ControlPlane;
+use crate::store::{SqliteStore, Store};
+use crate::ui;
+
+/// How long open streams get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub async fn run(config: ServerConfig) -> Result<(), String> {
+    create_data_dir(&config.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.data_dir)
+            .await
+            .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?,
+    );
+    ensure_admin_token(store.as_ref(), &config.data_dir).await?;
+    let plane = ControlPlane::new(store, config.limits.clone())
+        .await
+        .map_err(|e| format!("cannot load the control plane's state: {e}"))?;
+
+    let max_message = config.limits.max_message_bytes;
+    let router = tonic::service::Routes::from(ui::router())
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(plane.clone())).max_decoding_message_size(max_message),
+        )
+        .add_service(
+            DebuggerServiceServer::new(DebuggerApi::new(plane.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .into_axum_router();
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+        format!(
+            "cannot listen on {}: {e}; is another server running there? Pick another with --listen",
+            config.listen
+        )
+    })?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!(
+        "keyhole server listening on http://{address} (data in {})",
+        config.data_dir.display()
+    );
+
+    let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        served = serve => served.map_err(|e| format!("server failed: {e}")),
+        // Agents hold breakpoint streams open for ever; don't wait on them long.
+        () = async { shutdown_signal().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+    }
+}
+
+fn create_data_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// On a first start (no tokens at all), creates an admin token and writes it
+/// to `<data-dir>/admin.token`, readable by the owner only.
+async fn ensure_admin_token(store: &dyn Store, data_dir: &Path) -> Result<(), String> {
+    let count = store
+        .token_count()
+        .await
+        .map_err(|e| format!("cannot read tokens: {e}"))?;
+    if count > 0 {
+        return Ok(());
+    }
+    let minted = mint_token(Role::Admin, "admin", "keyhole server (first start)", now_ms());
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .map_err(|e| format!("cannot write the admin token to {}: {e}", path.display()))?;
+    writeln!(file, "{}", minted.bearer)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write the admin token to {}: {e}", path.display()))?;
+    store
+        .insert_token(&minted.record)
+        .await
+        .map_err(|e| format!("cannot store the admin token: {e}"))?;
+    eprintln!(
+        "created an admin token in {} (readable only by you); the CLI uses it from this directory, or set KEYHOLE_TOKEN",
+        path.display()
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

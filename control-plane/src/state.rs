@@ -1,0 +1,120 @@
+//! The control plane's shared state: storage, auth, the session-signing key,
+//! and the signals that wake breakpoint and snapshot streams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use keyhole_proto::redaction::RedactionList;
+use keyhole_proto::token::SessionSigner;
+use keyhole_proto::v1::VerificationKey;
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::config::ServerLimits;
+use crate::ids;
+use crate::store::{SigningKeyRecord, Store, StoreError, StoreResult};
+
+pub struct ControlPlane {
+    pub store: Arc<dyn Store>,
+    pub auth: Authenticator,
+    pub limits: ServerLimits,
+    pub redaction: RedactionList,
+    /// Signs new sessions (the newest unretired key).
+    pub signer: SessionSigner,
+    /// Every unretired key, sent to agents.
+    pub verification_keys: Vec<VerificationKey>,
+    /// The breakpoint version; breakpoint streams wait on it.
+    pub breakpoint_version: watch::Sender<u64>,
+    /// The position of the newest stored snapshot; snapshot streams wait on it.
+    pub snapshot_seq: watch::Sender<i64>,
+    /// Open breakpoint streams per agent id.
+    connected: Mutex<HashMap<String, usize>>,
+}
+
+impl ControlPlane {
+    pub async fn new(store: Arc<dyn Store>, limits: ServerLimits) -> StoreResult<Arc<Self>> {
+        let mut keys = store.signing_keys().await?;
+        keys.retain(|key| key.retired_at.is_none());
+        if keys.is_empty() {
+            let key = SigningKeyRecord {
+                key_id: ids::new_id("key"),
+                secret: ids::random_secret(),
+                created_at: ids::now_ms(),
+                retired_at: None,
+            };
+            store.insert_signing_key(&key).await?;
+            keys.push(key);
+        }
+        let signers = keys
+            .iter()
+            .map(|key| SessionSigner::new(&key.key_id, &key.secret))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError(format!("stored signing key: {e}")))?;
+        let verification_keys = signers.iter().map(SessionSigner::verification_key).collect();
+        let signer = signers
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| StoreError("no signing key".into()))?;
+        let version = store.breakpoint_version().await?;
+        let seq = store.last_snapshot_seq().await?;
+        Ok(Arc::new(Self {
+            auth: Authenticator::new(store.clone()),
+            store,
+            limits,
+            redaction: RedactionList::default(),
+            signer,
+            verification_keys,
+            breakpoint_version: watch::channel(version).0,
+            snapshot_seq: watch::channel(seq).0,
+            connected: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Tells breakpoint streams that the state moved to `version`.
+    pub fn breakpoints_changed(&self, version: u64) {
+        self.breakpoint_version.send_if_modified(|current| {
+            let newer = version > *current;
+            if newer {
+                *current = version;
+            }
+            newer
+        });
+    }
+
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.connections().get(agent_id).is_some_and(|n| *n > 0)
+    }
+
+    /// Marks `agent_id` connected until the returned guard is dropped.
+    pub fn connect(self: &Arc<Self>, agent_id: &str) -> ConnectionGuard {
+        *self.connections().entry(agent_id.to_owned()).or_default() += 1;
+        ConnectionGuard {
+            plane: self.clone(),
+            agent_id: agent_id.to_owned(),
+        }
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // The map holds plain counters: a panic elsewhere cannot leave it inconsistent.
+        self.connected
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct ConnectionGuard {
+    plane: Arc<ControlPlane>,
+    agent_id: String,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut connections = self.plane.connections();
+        if let Some(count) = connections.get_mut(&self.agent_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                connections.remove(&self.agent_id);
+            }
+        }
+    }
+}

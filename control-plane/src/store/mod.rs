@@ -1,0 +1,163 @@
+//! Storage: one trait for everything the control plane keeps, so the embedded
+//! SQLite backend and a PostgreSQL backend for several replicas are
+//! interchangeable. Protocol messages are stored whole; the backend indexes
+//! the fields queries filter on.
+
+mod sqlite;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use keyhole_proto::v1::{
+    Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
+};
+
+pub use sqlite::SqliteStore;
+
+use crate::auth::Role;
+
+/// A storage failure: the database is unreachable, full, or corrupt.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<prost::DecodeError> for StoreError {
+    fn from(e: prost::DecodeError) -> Self {
+        StoreError(format!("stored record does not decode: {e}"))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A session-signing key pair (the secret never leaves the control plane).
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    pub key_id: String,
+    pub secret: [u8; 32],
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// A bearer token of the control plane's API; only a hash of its secret is kept.
+#[derive(Debug, Clone)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub secret_hash: Vec<u8>,
+    pub creator: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A debug session (its token is not stored: only returned when opened).
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    pub name: String,
+    pub creator: String,
+    pub key_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub closed_at: Option<i64>,
+}
+
+impl SessionRecord {
+    /// Open, and not past its expiry at `now` (unix ms).
+    pub fn is_active(&self, now: i64) -> bool {
+        self.closed_at.is_none() && self.expires_at > now
+    }
+}
+
+/// A registered agent instance, with the service it belongs to.
+#[derive(Debug, Clone)]
+pub struct InstanceRecord {
+    pub service: String,
+    pub instance: Instance,
+}
+
+/// One probe of a service, as registered by one instance.
+#[derive(Debug, Clone)]
+pub struct ServiceProbeRecord {
+    pub service: String,
+    pub agent_id: String,
+    pub probe: ProbeSite,
+}
+
+/// How an insert of a snapshot batch went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub stored: u32,
+    pub duplicates: u32,
+}
+
+/// Everything the control plane keeps. Times are unix milliseconds.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+
+    async fn token_count(&self) -> StoreResult<u64>;
+    async fn insert_token(&self, token: &ApiTokenRecord) -> StoreResult<()>;
+    async fn get_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>>;
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>>;
+    /// Marks a token revoked; returns it, or `None` if there is no such token.
+    async fn revoke_token(&self, id: &str, at: i64) -> StoreResult<Option<ApiTokenRecord>>;
+
+    /// Inserts or replaces an instance and its whole probe catalogue.
+    async fn register_instance(&self, record: &InstanceRecord, probes: &[ProbeSite]) -> StoreResult<()>;
+    async fn get_instance(&self, agent_id: &str) -> StoreResult<Option<InstanceRecord>>;
+    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()>;
+    async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+    /// Every instance's probes, of one service or (with `None`) of all.
+    async fn list_probes(&self, service: Option<&str>) -> StoreResult<Vec<ServiceProbeRecord>>;
+
+    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>>;
+    /// Closes a session and bumps the breakpoint version (its breakpoints stop
+    /// being sent). Returns the session, or `None` if there is no such session.
+    async fn close_session(&self, id: &str, at: i64) -> StoreResult<Option<SessionRecord>>;
+
+    /// The version of the breakpoint state; it grows with every change.
+    async fn breakpoint_version(&self) -> StoreResult<u64>;
+    /// Stores a new breakpoint; returns the new breakpoint version.
+    async fn insert_breakpoint(&self, breakpoint: &Breakpoint) -> StoreResult<u64>;
+    async fn get_breakpoint(&self, id: &str) -> StoreResult<Option<Breakpoint>>;
+    /// All breakpoints, newest first, deleted ones included.
+    async fn list_breakpoints(&self) -> StoreResult<Vec<Breakpoint>>;
+    /// Marks a breakpoint deleted; returns it, or `None` if there is no such
+    /// breakpoint or it was already deleted.
+    async fn delete_breakpoint(&self, id: &str, at: i64) -> StoreResult<Option<Breakpoint>>;
+    /// The breakpoints to send to agents of `service` at `now`: not deleted, not
+    /// expired, and their session (if any) open and unexpired.
+    async fn active_breakpoints(&self, service: &str, now: i64) -> StoreResult<Vec<Breakpoint>>;
+
+    async fn upsert_status(&self, status: &InstanceStatus) -> StoreResult<()>;
+    async fn statuses(&self, breakpoint_id: &str) -> StoreResult<Vec<InstanceStatus>>;
+    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()>;
+
+    /// Stores a batch in one transaction, durably, before returning. Snapshot
+    /// ids already stored are skipped.
+    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome>;
+    async fn get_snapshot(&self, id: &str) -> StoreResult<Option<Snapshot>>;
+    /// Newest first, at most `limit`.
+    async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>>;
+    /// Snapshots stored after position `after` (see [`Store::last_snapshot_seq`]),
+    /// oldest first, at most `limit`, each with its position.
+    async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>>;
+    async fn last_snapshot_seq(&self) -> StoreResult<i64>;
+}

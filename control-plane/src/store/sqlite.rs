@@ -1,0 +1,525 @@
+//! The embedded SQLite backend: one file under the data directory, WAL
+//! journal and `synchronous = FULL`, so a committed batch survives a crash
+//! and an ack is only sent for what is on disk.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyhole_proto::v1::{
+    Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
+};
+use prost::Message;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{
+    ApiTokenRecord, IngestOutcome, InstanceRecord, ServiceProbeRecord, SessionRecord, SigningKeyRecord,
+    Store, StoreError, StoreResult,
+};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "keyhole.db";
+/// Connections in the pool (SQLite serialises writers anyway).
+const MAX_CONNECTIONS: u32 = 8;
+/// How long a writer waits for the lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join(DATABASE_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        let migrator = Migrator {
+            migrations: Cow::Owned(
+                MIGRATIONS
+                    .iter()
+                    .map(|(version, name, sql)| {
+                        Migration::new(
+                            *version,
+                            Cow::Borrowed(name),
+                            MigrationType::Simple,
+                            Cow::Borrowed(sql),
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError(format!("migrating the database failed: {e}")))?;
+        Ok(Self { pool })
+    }
+}
+
+fn decode<M: Message + Default>(row: &SqliteRow, column: &str) -> StoreResult<M> {
+    let body: Vec<u8> = row.try_get(column)?;
+    Ok(M::decode(body.as_slice())?)
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        creator: row.try_get("creator")?,
+        key_id: row.try_get("key_id")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        closed_at: row.try_get("closed_at")?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<ApiTokenRecord> {
+    let role: String = row.try_get("role")?;
+    Ok(ApiTokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: role
+            .parse()
+            .map_err(|_| StoreError(format!("stored token has unknown role {role:?}")))?,
+        secret_hash: row.try_get("secret_hash")?,
+        creator: row.try_get("creator")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A stored breakpoint, with the deletion time kept in its own column.
+fn breakpoint_from_row(row: &SqliteRow) -> StoreResult<Breakpoint> {
+    let mut breakpoint: Breakpoint = decode(row, "body")?;
+    let deleted_at: Option<i64> = row.try_get("deleted_at")?;
+    breakpoint.deleted_at_unix_ms = deleted_at.unwrap_or(0);
+    Ok(breakpoint)
+}
+
+fn instance_from_row(row: &SqliteRow) -> StoreResult<InstanceRecord> {
+    let mut instance: Instance = decode(row, "body")?;
+    instance.last_seen_unix_ms = row.try_get("last_seen")?;
+    Ok(InstanceRecord {
+        service: row.try_get("service")?,
+        instance,
+    })
+}
+
+const BUMP_VERSION: &str =
+    "UPDATE meta SET value = value + 1 WHERE key = 'breakpoint_version' RETURNING value";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT key_id, secret, created_at, retired_at FROM signing_keys ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let secret: Vec<u8> = row.try_get("secret")?;
+                Ok(SigningKeyRecord {
+                    key_id: row.try_get("key_id")?,
+                    secret: secret
+                        .try_into()
+                        .map_err(|_| StoreError("stored signing key is not 32 bytes".into()))?,
+                    created_at: row.try_get("created_at")?,
+                    retired_at: row.try_get("retired_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
+        sqlx::query("INSERT INTO signing_keys (key_id, secret, created_at, retired_at) VALUES (?, ?, ?, ?)")
+            .bind(&key.key_id)
+            .bind(key.secret.as_slice())
+            .bind(key.created_at)
+            .bind(key.retired_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_count(&self) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn insert_token(&self, token: &ApiTokenRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, secret_hash, creator, created_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(&token.secret_hash)
+        .bind(&token.creator)
+        .bind(token.created_at)
+        .bind(token.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        sqlx::query("SELECT * FROM api_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64) -> StoreResult<Option<ApiTokenRecord>> {
+        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_token(id).await
+    }
+
+    async fn register_instance(&self, record: &InstanceRecord, probes: &[ProbeSite]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let instance = &record.instance;
+        sqlx::query(
+            "INSERT INTO instances (agent_id, service, last_seen, body) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (agent_id) DO UPDATE SET service = excluded.service, \
+             last_seen = excluded.last_seen, body = excluded.body",
+        )
+        .bind(&instance.agent_id)
+        .bind(&record.service)
+        .bind(instance.last_seen_unix_ms)
+        .bind(instance.encode_to_vec())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM probes WHERE agent_id = ?")
+            .bind(&instance.agent_id)
+            .execute(&mut *tx)
+            .await?;
+        for probe in probes {
+            sqlx::query("INSERT OR REPLACE INTO probes (agent_id, label, body) VALUES (?, ?, ?)")
+                .bind(&instance.agent_id)
+                .bind(&probe.label)
+                .bind(probe.encode_to_vec())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_instance(&self, agent_id: &str) -> StoreResult<Option<InstanceRecord>> {
+        sqlx::query("SELECT * FROM instances WHERE agent_id = ?")
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(instance_from_row)
+            .transpose()
+    }
+
+    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET last_seen = MAX(last_seen, ?) WHERE agent_id = ?")
+            .bind(at)
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY service, agent_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn list_probes(&self, service: Option<&str>) -> StoreResult<Vec<ServiceProbeRecord>> {
+        let rows = sqlx::query(
+            "SELECT i.service, p.agent_id, p.body FROM probes p JOIN instances i ON i.agent_id = p.agent_id \
+             WHERE ?1 IS NULL OR i.service = ?1 ORDER BY i.service, p.label, p.agent_id",
+        )
+        .bind(service)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ServiceProbeRecord {
+                    service: row.try_get("service")?,
+                    agent_id: row.try_get("agent_id")?,
+                    probe: decode(row, "body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, name, creator, key_id, created_at, expires_at, closed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.name)
+        .bind(&session.creator)
+        .bind(&session.key_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(session.closed_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        sqlx::query("SELECT * FROM sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>> {
+        let rows = sqlx::query("SELECT * FROM sessions ORDER BY created_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn close_session(&self, id: &str, at: i64) -> StoreResult<Option<SessionRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let closed = sqlx::query("UPDATE sessions SET closed_at = ? WHERE id = ? AND closed_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if closed.rows_affected() > 0 {
+            sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.get_session(id).await
+    }
+
+    async fn breakpoint_version(&self) -> StoreResult<u64> {
+        let version: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'breakpoint_version'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(version.max(0) as u64)
+    }
+
+    async fn insert_breakpoint(&self, breakpoint: &Breakpoint) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO breakpoints (id, service, session_id, created_at, expires_at, deleted_at, body) \
+             VALUES (?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(&breakpoint.id)
+        .bind(&breakpoint.service)
+        .bind(&breakpoint.session_id)
+        .bind(breakpoint.created_at_unix_ms)
+        .bind(breakpoint.expires_at_unix_ms)
+        .bind(breakpoint.encode_to_vec())
+        .execute(&mut *tx)
+        .await?;
+        let version: i64 = sqlx::query_scalar(BUMP_VERSION).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(version.max(0) as u64)
+    }
+
+    async fn get_breakpoint(&self, id: &str) -> StoreResult<Option<Breakpoint>> {
+        sqlx::query("SELECT body, deleted_at FROM breakpoints WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(breakpoint_from_row)
+            .transpose()
+    }
+
+    async fn list_breakpoints(&self) -> StoreResult<Vec<Breakpoint>> {
+        let rows = sqlx::query("SELECT body, deleted_at FROM breakpoints ORDER BY created_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(breakpoint_from_row).collect()
+    }
+
+    async fn delete_breakpoint(&self, id: &str, at: i64) -> StoreResult<Option<Breakpoint>> {
+        let mut tx = self.pool.begin().await?;
+        let deleted =
+            sqlx::query("UPDATE breakpoints SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.get_breakpoint(id).await
+    }
+
+    async fn active_breakpoints(&self, service: &str, now: i64) -> StoreResult<Vec<Breakpoint>> {
+        let rows = sqlx::query(
+            "SELECT b.body, b.deleted_at FROM breakpoints b LEFT JOIN sessions s ON s.id = b.session_id \
+             WHERE b.service = ?1 AND b.deleted_at IS NULL AND b.expires_at > ?2 \
+             AND (b.session_id = '' OR (s.closed_at IS NULL AND s.expires_at > ?2)) \
+             ORDER BY b.created_at, b.id",
+        )
+        .bind(service)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(breakpoint_from_row).collect()
+    }
+
+    async fn upsert_status(&self, status: &InstanceStatus) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO breakpoint_status (breakpoint_id, agent_id, body) VALUES (?, ?, ?)",
+        )
+        .bind(&status.breakpoint_id)
+        .bind(&status.agent_id)
+        .bind(status.encode_to_vec())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn statuses(&self, breakpoint_id: &str) -> StoreResult<Vec<InstanceStatus>> {
+        let rows =
+            sqlx::query("SELECT body FROM breakpoint_status WHERE breakpoint_id = ? ORDER BY agent_id")
+                .bind(breakpoint_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|row| decode(row, "body")).collect()
+    }
+
+    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for drop in drops {
+            sqlx::query(
+                "INSERT INTO drop_counts (agent_id, breakpoint_id, reason, count) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (agent_id, breakpoint_id, reason) DO UPDATE SET count = count + excluded.count",
+            )
+            .bind(agent_id)
+            .bind(&drop.breakpoint_id)
+            .bind(drop.reason)
+            .bind(i64::try_from(drop.count).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
+        let mut outcome = IngestOutcome::default();
+        let mut tx = self.pool.begin().await?;
+        for snapshot in snapshots {
+            let inserted = sqlx::query(
+                "INSERT INTO snapshots (id, breakpoint_id, session_id, service, trace_id, received_at, body) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&snapshot.id)
+            .bind(&snapshot.breakpoint_id)
+            .bind(&snapshot.session_id)
+            .bind(&snapshot.service)
+            .bind(&snapshot.trace_id)
+            .bind(snapshot.received_at_unix_ms)
+            .bind(snapshot.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() > 0 {
+                outcome.stored += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn get_snapshot(&self, id: &str) -> StoreResult<Option<Snapshot>> {
+        sqlx::query("SELECT body FROM snapshots WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(|row| decode(row, "body"))
+            .transpose()
+    }
+
+    async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT body FROM snapshots WHERE 1 = 1");
+        for (column, value) in [
+            ("session_id", &filter.session_id),
+            ("breakpoint_id", &filter.breakpoint_id),
+            ("service", &filter.service),
+            ("trace_id", &filter.trace_id),
+        ] {
+            if !value.is_empty() {
+                query
+                    .push(format_args!(" AND {column} = "))
+                    .push_bind(value.as_str());
+            }
+        }
+        query
+            .push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|row| decode(row, "body")).collect()
+    }
+
+    async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>> {
+        let rows = sqlx::query("SELECT seq, body FROM snapshots WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, decode(row, "body")?)))
+            .collect()
+    }
+
+    async fn last_snapshot_seq(&self) -> StoreResult<i64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM snapshots")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+}

@@ -1,0 +1,24 @@
+//! Keyhole's wire protocol and the rules both ends of it must agree on.
+//!
+//! - [`v1`]: the `keyhole.v1` messages, with tonic client stubs (feature
+//!   `client`) and server traits (feature `server`).
+//! - [`token`]: signed debug-session tokens, minted by the control plane and
+//!   verified by agents.
+//! - [`condition`]: the breakpoint condition language, checked by the control
+//!   plane when a breakpoint is set and evaluated by agents when a probe fires.
+//! - [`redaction`]: the identifiers whose values are never captured.
+//! - [`limits`]: capture limits and budgets with their defaults.
+
+pub mod condition;
+pub mod limits;
+pub mod redaction;
+pub mod token;
+
+#[cfg(feature = "serde")]
+mod serde_support;
+
+/// The `keyhole.v1` protocol.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("keyhole.v1");
+}

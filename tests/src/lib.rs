@@ -1,0 +1,214 @@
+//! Test harness for Keyhole's end-to-end tests: starts real `keyhole server`
+//! processes on loopback ports with their own data directories, runs the real
+//! `keyhole` CLI against them, and connects fake agents over gRPC.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use keyhole_proto::v1::agent_service_client::AgentServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// How long a server may take to start listening.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for something the server pushes (a breakpoint set,
+/// a snapshot) before failing.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `keyhole` binary: `KEYHOLE_BIN`, or the one cargo built beside this test.
+pub fn keyhole_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("KEYHOLE_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/keyhole
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(format!("keyhole{}", std::env::consts::EXE_SUFFIX)))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the tests with `cargo test --workspace` (which builds it), or set KEYHOLE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// What one CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// The run succeeded; returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        &self.stdout
+    }
+
+    /// The run succeeded and printed JSON; returns it.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("output is not JSON ({e}): {self:#?}"))
+    }
+
+    /// The run failed with exit code 1 and one line on stderr containing each of `needles`.
+    #[track_caller]
+    pub fn refused(&self, needles: &[&str]) {
+        assert_eq!(self.code, 1, "expected exit code 1: {self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one line on stderr: {self:#?}");
+        assert!(lines[0].starts_with("error: "), "{self:#?}");
+        for needle in needles {
+            assert!(
+                lines[0].contains(needle),
+                "stderr does not mention {needle:?}: {self:#?}"
+            );
+        }
+        assert!(
+            !self.stderr.contains("Status {"),
+            "a debug dump leaked: {self:#?}"
+        );
+    }
+}
+
+/// A running `keyhole server` on a loopback port.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts a server with its data in `data_dir` (created if needed).
+    pub fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(keyhole_bin())
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("KEYHOLE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keyhole server");
+        let stderr = child.stderr.take().expect("server stderr");
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        break rest.split_whitespace().next().expect("address").to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("keyhole server did not start listening within {STARTUP_TIMEOUT:?}");
+                }
+            }
+        };
+        let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .expect("admin token written on first start")
+            .trim()
+            .to_owned();
+        Server {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            admin_token,
+            log,
+        }
+    }
+
+    /// Runs the CLI with the admin token.
+    pub fn cli(&self, args: &[&str]) -> CliRun {
+        self.cli_as(&self.admin_token, args)
+    }
+
+    /// Runs the CLI with `token`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> CliRun {
+        let output = Command::new(keyhole_bin())
+            .args(args)
+            .env("KEYHOLE_ADDR", &self.addr)
+            .env("KEYHOLE_TOKEN", token)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyhole");
+        CliRun {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// A token of `role`, created through the CLI.
+    pub fn token(&self, role: &str) -> String {
+        let created = self
+            .cli(&["token", "create", "--role", role, "--name", role, "-o", "json"])
+            .json();
+        created["secret"].as_str().expect("secret").to_owned()
+    }
+
+    /// A gRPC agent client authenticated with `token`.
+    pub async fn agent(&self, token: &str) -> AgentServiceClient<InterceptedService<Channel, Bearer>> {
+        let channel = Channel::from_shared(self.addr.clone())
+            .expect("address")
+            .connect()
+            .await
+            .expect("connect to the control plane");
+        AgentServiceClient::with_interceptor(channel, Bearer(format!("Bearer {token}")))
+    }
+
+    /// Lines the server has logged since the last call.
+    pub fn drain_log(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
+    /// Stops the server with SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct Bearer(String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = self
+            .0
+            .parse()
+            .map_err(|_| tonic::Status::internal("token is not a header value"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
