@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status};
 use crate::auth::Role;
 use crate::ids::now_ms;
 use crate::state::ControlPlane;
-use crate::{check_required, storage_status};
 use crate::store::InstanceRecord;
+use crate::{check_required, storage_status};
 
 /// Probes one instance may register.
 pub const MAX_PROBES_PER_INSTANCE: usize = 10_000;

@@ -195,5 +195,6 @@ pub fn build(request: &SetBreakpointRequest, cx: BreakpointContext<'_>) -> Resul
         creator: cx.creator,
         deleted_at_unix_ms: 0,
         statuses: Vec::new(),
+        refusals: Vec::new(),
     })
 }

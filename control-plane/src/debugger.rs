@@ -25,8 +25,8 @@ use crate::auth::{mint_token, Role};
 use crate::breakpoints::{self, BreakpointContext, Refusal};
 use crate::ids::{self, now_ms};
 use crate::state::ControlPlane;
-use crate::{check_text, storage_status};
 use crate::store::{ApiTokenRecord, SessionRecord};
+use crate::{check_text, storage_status};
 
 /// Snapshots a watch stream reads from storage per wake-up.
 const WATCH_PAGE: u32 = 100;
@@ -37,12 +37,6 @@ const WATCH_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct DebuggerApi {
     plane: Arc<ControlPlane>,
-}
-
-impl DebuggerApi {
-    pub fn new(plane: Arc<ControlPlane>) -> Self {
-        Self { plane }
-    }
 }
 
 macro_rules! stored {
@@ -60,6 +54,20 @@ fn session_message(record: &SessionRecord, token: String) -> Session {
         expires_at_unix_ms: record.expires_at,
         closed_at_unix_ms: record.closed_at.unwrap_or(0),
         creator: record.creator.clone(),
+    }
+}
+
+impl DebuggerApi {
+    pub fn new(plane: Arc<ControlPlane>) -> Self {
+        Self { plane }
+    }
+
+    /// Fills in what agents reported about a breakpoint: per-instance status
+    /// and refused hits.
+    async fn add_observations(&self, breakpoint: &mut Breakpoint) -> Result<(), Status> {
+        breakpoint.statuses = stored!(self.plane.store.statuses(&breakpoint.id));
+        breakpoint.refusals = stored!(self.plane.store.drop_counts(&breakpoint.id));
+        Ok(())
     }
 }
 
@@ -281,7 +289,7 @@ impl DebuggerService for DebuggerApi {
                 && (filter.service.is_empty() || filter.service == breakpoint.service)
                 && (filter.session_id.is_empty() || filter.session_id == breakpoint.session_id)
             {
-                breakpoint.statuses = stored!(self.plane.store.statuses(&breakpoint.id));
+                self.add_observations(&mut breakpoint).await?;
                 breakpoints.push(breakpoint);
             }
         }
@@ -297,7 +305,7 @@ impl DebuggerService for DebuggerApi {
         let mut breakpoint = stored!(self.plane.store.get_breakpoint(&id)).ok_or_else(|| {
             Status::not_found(format!("no breakpoint `{id}`; `keyhole break list` shows them"))
         })?;
-        breakpoint.statuses = stored!(self.plane.store.statuses(&id));
+        self.add_observations(&mut breakpoint).await?;
         Ok(Response::new(breakpoint))
     }
 

@@ -8,7 +8,10 @@
 //!   plane when a breakpoint is set and evaluated by agents when a probe fires.
 //! - [`redaction`]: the identifiers whose values are never captured.
 //! - [`limits`]: capture limits and budgets with their defaults.
+//! - `bearer`: the API token interceptor for clients (feature `client`).
 
+#[cfg(feature = "client")]
+pub mod bearer;
 pub mod condition;
 pub mod limits;
 pub mod redaction;

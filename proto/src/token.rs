@@ -214,6 +214,11 @@ impl SessionVerifier {
         Ok(verifier)
     }
 
+    /// Whether it has no keys at all (nothing verifies).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// The session a token grants at `now_unix`, if its signature verifies
     /// and it has not expired.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<SessionClaims, TokenError> {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use keyhole_proto::bearer::BearerToken;
 use keyhole_proto::v1::agent_service_client::AgentServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -36,6 +37,41 @@ pub fn keyhole_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Polls `condition` every few milliseconds until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The arguments of `keyhole break set` on `probe` of `service` for `session`, then `extra`.
+pub fn break_set_args<'a>(
+    service: &'a str,
+    probe: &'a str,
+    session: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "break",
+        "set",
+        "--service",
+        service,
+        "--probe",
+        probe,
+        "--session",
+        session,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// What one CLI run printed and how it exited.
@@ -90,10 +126,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server with its data in `data_dir` (created if needed).
+    /// Starts a server with its data in `data_dir` (created if needed) on a free loopback port.
     pub fn start(data_dir: &Path) -> Server {
+        Self::start_at(data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts a server listening on `listen` (`host:port`).
+    pub fn start_at(data_dir: &Path, listen: &str) -> Server {
         let mut child = Command::new(keyhole_bin())
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env("KEYHOLE_LOG", "warn")
             .stdin(Stdio::null())
@@ -170,13 +211,18 @@ impl Server {
     }
 
     /// A gRPC agent client authenticated with `token`.
-    pub async fn agent(&self, token: &str) -> AgentServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn agent(&self, token: &str) -> AgentServiceClient<InterceptedService<Channel, BearerToken>> {
         let channel = Channel::from_shared(self.addr.clone())
             .expect("address")
             .connect()
             .await
             .expect("connect to the control plane");
-        AgentServiceClient::with_interceptor(channel, Bearer(format!("Bearer {token}")))
+        AgentServiceClient::with_interceptor(channel, BearerToken::new(token).expect("token"))
+    }
+
+    /// The `host:port` it listens on.
+    pub fn listen_addr(&self) -> &str {
+        self.addr.trim_start_matches("http://")
     }
 
     /// Lines the server has logged since the last call.
@@ -195,20 +241,5 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Clone)]
-pub struct Bearer(String);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let value = self
-            .0
-            .parse()
-            .map_err(|_| tonic::Status::internal("token is not a header value"))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use keyhole_proto::bearer::BearerToken;
 use keyhole_proto::token::SessionVerifier;
 use keyhole_proto::v1::agent_service_client::AgentServiceClient;
 use keyhole_proto::v1::{
@@ -10,7 +11,7 @@ use keyhole_proto::v1::{
     ReportStatusRequest, Snapshot, StackFrame, UploadSnapshotsRequest, UploadSnapshotsResponse,
     WatchBreakpointsRequest,
 };
-use keyhole_tests::{Bearer, Server, PUSH_TIMEOUT};
+use keyhole_tests::{break_set_args, Server, PUSH_TIMEOUT};
 use serde_json::Value as Json;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -140,7 +141,7 @@ fn ids(set: &BreakpointSet) -> Vec<&str> {
 /// A server with a registered `shop` instance, an agent client and an open session.
 struct Shop {
     server: Server,
-    agent: AgentServiceClient<InterceptedService<Channel, Bearer>>,
+    agent: AgentServiceClient<InterceptedService<Channel, BearerToken>>,
     agent_token: String,
     agent_id: String,
     keys: Vec<v1::VerificationKey>,
@@ -172,18 +173,7 @@ impl Shop {
 
     /// `keyhole break set` on `probe` for the session, with `extra` flags.
     fn set_args<'a>(&'a self, probe: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec![
-            "break",
-            "set",
-            "--service",
-            "shop",
-            "--probe",
-            probe,
-            "--session",
-            &self.session_id,
-        ];
-        args.extend_from_slice(extra);
-        args
+        break_set_args("shop", probe, &self.session_id, extra)
     }
 
     /// Sets a breakpoint and returns its id.

@@ -5,10 +5,9 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use keyhole_proto::bearer::BearerToken;
 use keyhole_proto::v1::debugger_service_client::DebuggerServiceClient;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status, Streaming};
 
@@ -56,19 +55,8 @@ impl Connection {
     }
 }
 
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 pub struct Client {
-    pub debugger: DebuggerServiceClient<InterceptedService<Channel, Bearer>>,
+    pub debugger: DebuggerServiceClient<InterceptedService<Channel, BearerToken>>,
 }
 
 impl Client {
@@ -85,11 +73,9 @@ impl Client {
                 root_cause(&e)
             )
         })?;
-        let header: MetadataValue<Ascii> = format!("Bearer {}", connection.token)
-            .parse()
-            .map_err(|_| "the API token contains characters that cannot be sent in a header".to_string())?;
+        let bearer = BearerToken::new(&connection.token).map_err(|e| e.to_string())?;
         Ok(Self {
-            debugger: DebuggerServiceClient::with_interceptor(channel, Bearer(header)),
+            debugger: DebuggerServiceClient::with_interceptor(channel, bearer),
         })
     }
 }

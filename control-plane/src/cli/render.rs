@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use keyhole_proto::v1::{
-    value::Kind, ApiToken, Breakpoint, BreakpointState, InstanceStatus, Service, ServiceProbe, Session,
-    Snapshot, TruncationReason, Value,
+    value::Kind, ApiToken, Breakpoint, BreakpointState, DropReason, InstanceStatus, Service, ServiceProbe,
+    Session, Snapshot, TruncationReason, Value,
 };
 use serde::Serialize;
 
@@ -95,6 +95,20 @@ fn state_name(state: i32) -> &'static str {
         Ok(BreakpointState::Error) => "error",
         Ok(BreakpointState::Expired) => "expired",
         _ => "unknown",
+    }
+}
+
+fn drop_reason_name(reason: i32) -> &'static str {
+    match DropReason::try_from(reason) {
+        Ok(DropReason::Expired) => "expired",
+        Ok(DropReason::HitLimit) => "hit-limit",
+        Ok(DropReason::BreakpointRate) => "rate",
+        Ok(DropReason::GlobalRate) => "global-rate",
+        Ok(DropReason::QueueFull) => "queue-full",
+        Ok(DropReason::ConditionFalse) => "condition-false",
+        Ok(DropReason::CaptureError) => "capture-error",
+        Ok(DropReason::ConditionError) => "condition-error",
+        _ => "other",
     }
 }
 
@@ -272,6 +286,14 @@ impl Output {
             line("expires", self.when(breakpoint.expires_at_unix_ms));
             if breakpoint.deleted_at_unix_ms != 0 {
                 line("deleted", self.when(breakpoint.deleted_at_unix_ms));
+            }
+            if !breakpoint.refusals.is_empty() {
+                let refusals: Vec<String> = breakpoint
+                    .refusals
+                    .iter()
+                    .map(|r| format!("{} {}", drop_reason_name(r.reason), r.count))
+                    .collect();
+                line("refused", refusals.join(", "));
             }
             if !breakpoint.statuses.is_empty() {
                 text.push_str("\ninstances:\n");

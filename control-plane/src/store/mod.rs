@@ -149,6 +149,8 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_status(&self, status: &InstanceStatus) -> StoreResult<()>;
     async fn statuses(&self, breakpoint_id: &str) -> StoreResult<Vec<InstanceStatus>>;
     async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()>;
+    /// Refusals of one breakpoint, summed over instances, by reason.
+    async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>>;
 
     /// Stores a batch in one transaction, durably, before returning. Snapshot
     /// ids already stored are skipped.

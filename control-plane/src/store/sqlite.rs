@@ -447,6 +447,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>> {
+        let rows = sqlx::query(
+            "SELECT reason, SUM(count) AS total FROM drop_counts WHERE breakpoint_id = ? \
+             GROUP BY reason ORDER BY reason",
+        )
+        .bind(breakpoint_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let total: i64 = row.try_get("total")?;
+                Ok(DropCount {
+                    breakpoint_id: breakpoint_id.to_owned(),
+                    reason: row.try_get("reason")?,
+                    count: total.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
         let mut outcome = IngestOutcome::default();
         let mut tx = self.pool.begin().await?;

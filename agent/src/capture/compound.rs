@@ -1,0 +1,770 @@
+//! Containers built while serde walks them: lists, structs and maps, and the enum header around a variant's
+//! payload. Each one applies its count limit and the snapshot budget per element, before the element is
+//! walked; an element past a limit is only counted.
+
+use keyhole_proto::v1::{value::Kind, Enum, Field, List, Map, MapEntry, Struct, Value};
+use serde::ser::{self, Serialize};
+
+use super::budget::{string_field, uint_field, Mark, SnapshotBudget};
+use super::leaf::value;
+use super::serializer::CaptureFailure;
+use super::Capturer;
+
+/// What a container does once the snapshot budget is spent: the first element that no longer fits becomes
+/// one `Truncated { SNAPSHOT_BYTES }` marker (so the reason is visible where the cut happened) and every
+/// later element is only counted as omitted. The overshoot is thus one small marker per open container.
+#[derive(Debug, Default)]
+struct BudgetGate {
+    marker_placed: bool,
+}
+
+impl BudgetGate {
+    fn admits(&self, budget: &SnapshotBudget) -> bool {
+        !(self.marker_placed && budget.exhausted())
+    }
+
+    /// Called just before an element's value is captured: on a spent budget that value is the marker.
+    fn note(&mut self, budget: &SnapshotBudget) {
+        if budget.exhausted() {
+            self.marker_placed = true;
+        }
+    }
+}
+
+/// The `Enum { type_name, variant }` header, opened before the payload so the budget sees its bytes first.
+pub(crate) struct VariantHead {
+    type_name: &'static str,
+    variant: &'static str,
+    start: Mark,
+}
+
+impl VariantHead {
+    pub(crate) fn start(capturer: &mut Capturer<'_>, type_name: &'static str, variant: &'static str) -> Self {
+        let start = capturer.budget.mark();
+        capturer
+            .budget
+            .charge(string_field(type_name) + string_field(variant));
+        Self {
+            type_name,
+            variant,
+            start,
+        }
+    }
+
+    pub(crate) fn finish(self, capturer: &mut Capturer<'_>, payload: Option<Box<Value>>) -> Value {
+        capturer.budget.close(self.start);
+        value(Kind::Enum(Box::new(Enum {
+            type_name: self.type_name.to_owned(),
+            variant: self.variant.to_owned(),
+            payload,
+        })))
+    }
+
+    /// `payload` was captured from `payload_start` on; it sits in the enum's `payload` field.
+    pub(crate) fn finish_with_payload(
+        self,
+        capturer: &mut Capturer<'_>,
+        payload_start: Mark,
+        payload: Value,
+    ) -> Value {
+        capturer.budget.close(payload_start);
+        self.finish(capturer, Some(Box::new(payload)))
+    }
+}
+
+/// A sequence, tuple, tuple struct or tuple-variant payload.
+pub(crate) struct ListBuilder<'s, 'a> {
+    capturer: &'s mut Capturer<'a>,
+    head: Option<VariantHead>,
+    start: Mark,
+    item_depth: u32,
+    max_depth: u32,
+    items: Vec<Value>,
+    omitted: u64,
+    gate: BudgetGate,
+}
+
+impl<'s, 'a> ListBuilder<'s, 'a> {
+    /// A list at `depth` (its items are one level down); `len_hint` sizes the buffer, never past the limit.
+    pub(crate) fn start(
+        capturer: &'s mut Capturer<'a>,
+        head: Option<VariantHead>,
+        depth: u32,
+        max_depth: u32,
+        len_hint: usize,
+    ) -> Self {
+        let start = capturer.budget.mark();
+        let items = Vec::with_capacity(len_hint.min(capturer.limits.max_items));
+        Self {
+            capturer,
+            head,
+            start,
+            item_depth: depth + 1,
+            max_depth,
+            items,
+            omitted: 0,
+            gate: BudgetGate::default(),
+        }
+    }
+
+    fn push<T: Serialize + ?Sized>(&mut self, item: &T) {
+        // serde still calls in for every item past the limit; skipping must stay this cheap.
+        if self.items.len() >= self.capturer.limits.max_items || !self.gate.admits(&self.capturer.budget) {
+            self.omitted += 1;
+            return;
+        }
+        self.gate.note(&self.capturer.budget);
+        let item_start = self.capturer.budget.mark();
+        let captured = self.capturer.nested(item, self.item_depth, self.max_depth);
+        self.capturer.budget.close(item_start);
+        self.items.push(captured);
+    }
+
+    fn finish(self) -> Value {
+        self.capturer.budget.charge(uint_field(self.omitted));
+        self.capturer.budget.close(self.start);
+        let list = value(Kind::List(List {
+            items: self.items,
+            omitted_items: self.omitted,
+        }));
+        match self.head {
+            None => list,
+            Some(head) => head.finish_with_payload(self.capturer, self.start, list),
+        }
+    }
+}
+
+impl ser::SerializeSeq for ListBuilder<'_, '_> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
+        self.push(item);
+        Ok(())
+    }
+
+    fn end(self) -> Result<Value, CaptureFailure> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTuple for ListBuilder<'_, '_> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
+        self.push(item);
+        Ok(())
+    }
+
+    fn end(self) -> Result<Value, CaptureFailure> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTupleStruct for ListBuilder<'_, '_> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
+        self.push(item);
+        Ok(())
+    }
+
+    fn end(self) -> Result<Value, CaptureFailure> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTupleVariant for ListBuilder<'_, '_> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
+        self.push(item);
+        Ok(())
+    }
+
+    fn end(self) -> Result<Value, CaptureFailure> {
+        Ok(self.finish())
+    }
+}
+
+/// A struct, or a struct-variant payload.
+pub(crate) struct StructBuilder<'s, 'a> {
+    capturer: &'s mut Capturer<'a>,
+    head: Option<VariantHead>,
+    type_name: &'static str,
+    start: Mark,
+    field_depth: u32,
+    max_depth: u32,
+    fields: Vec<Field>,
+    omitted: u64,
+    gate: BudgetGate,
+}
+
+impl<'s, 'a> StructBuilder<'s, 'a> {
+    /// A struct at `depth` (its fields are one level down) that declares `len` fields.
+    pub(crate) fn start(
+        capturer: &'s mut Capturer<'a>,
+        type_name: &'static str,
+        head: Option<VariantHead>,
+        depth: u32,
+        max_depth: u32,
+        len: usize,
+    ) -> Self {
+        let start = capturer.budget.mark();
+        capturer.budget.charge(string_field(type_name));
+        let fields = Vec::with_capacity(len.min(capturer.limits.max_fields));
+        Self {
+            capturer,
+            head,
+            type_name,
+            start,
+            field_depth: depth + 1,
+            max_depth,
+            fields,
+            omitted: 0,
+            gate: BudgetGate::default(),
+        }
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, name: &'static str, field_value: &T) {
+        if self.fields.len() >= self.capturer.limits.max_fields || !self.gate.admits(&self.capturer.budget) {
+            self.omitted += 1;
+            return;
+        }
+        let field_start = self.capturer.budget.mark();
+        self.capturer.budget.charge(string_field(name));
+        self.gate.note(&self.capturer.budget);
+        let value_start = self.capturer.budget.mark();
+        let captured = if self.capturer.names.is_redacted_static(name) {
+            self.capturer.redacted()
+        } else {
+            self.capturer
+                .nested(field_value, self.field_depth, self.max_depth)
+        };
+        self.capturer.budget.close(value_start);
+        self.capturer.budget.close(field_start);
+        self.fields.push(Field {
+            name: name.to_owned(),
+            value: Some(captured),
+        });
+    }
+
+    pub(crate) fn finish(self) -> Value {
+        self.capturer.budget.charge(uint_field(self.omitted));
+        self.capturer.budget.close(self.start);
+        let captured = value(Kind::Struct(Struct {
+            type_name: self.type_name.to_owned(),
+            fields: self.fields,
+            omitted_fields: self.omitted,
+        }));
+        match self.head {
+            None => captured,
+            Some(head) => head.finish_with_payload(self.capturer, self.start, captured),
+        }
+    }
+}
+
+impl ser::SerializeStruct for StructBuilder<'_, '_> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        field_value: &T,
+    ) -> Result<(), CaptureFailure> {
+        self.field(name, field_value);
+        Ok(())
+    }
+
+    fn end(self) -> Result<Value, CaptureFailure> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeStructVariant for StructBuilder<'_, '_> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        field_value: &T,
+    ) -> Result<(), CaptureFailure> {
+        self.field(name, field_value);
+        Ok(())
+    }
+
+    fn end(self) -> Result<Value, CaptureFailure> {
+        Ok(self.finish())
+    }
+}
+
+/// A map. serde hands over a key and then its value, so the key's fate (captured, skipped, redacting its
+/// value) waits here until the value arrives.
+pub(crate) struct MapBuilder<'s, 'a> {
+    capturer: &'s mut Capturer<'a>,
+    start: Mark,
+    entry_depth: u32,
+    max_depth: u32,
+    entries: Vec<MapEntry>,
+    omitted: u64,
+    gate: BudgetGate,
+    pending: PendingKey,
+}
+
+enum PendingKey {
+    None,
+    /// The entry is past a limit: its value is skipped unseen.
+    Skip,
+    Entry {
+        start: Mark,
+        /// `None` when the budget was spent before the key: the entry is only the budget marker.
+        key: Option<Value>,
+        redacted: bool,
+    },
+}
+
+impl<'s, 'a> MapBuilder<'s, 'a> {
+    pub(crate) fn start(capturer: &'s mut Capturer<'a>, depth: u32, max_depth: u32, len_hint: usize) -> Self {
+        let start = capturer.budget.mark();
+        let entries = Vec::with_capacity(len_hint.min(capturer.limits.max_items));
+        Self {
+            capturer,
+            start,
+            entry_depth: depth + 1,
+            max_depth,
+            entries,
+            omitted: 0,
+            gate: BudgetGate::default(),
+            pending: PendingKey::None,
+        }
+    }
+}
+
+impl ser::SerializeMap for MapBuilder<'_, '_> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+
+    fn serialize_key<K: Serialize + ?Sized>(&mut self, key: &K) -> Result<(), CaptureFailure> {
+        if self.entries.len() >= self.capturer.limits.max_items || !self.gate.admits(&self.capturer.budget) {
+            self.omitted += 1;
+            self.pending = PendingKey::Skip;
+            return Ok(());
+        }
+        let start = self.capturer.budget.mark();
+        let mut redacted = false;
+        let key = if self.capturer.budget.exhausted() {
+            None
+        } else {
+            let key_start = self.capturer.budget.mark();
+            let captured = self.capturer.map_key(key, self.entry_depth, &mut redacted);
+            self.capturer.budget.close(key_start);
+            Some(captured)
+        };
+        self.pending = PendingKey::Entry { start, key, redacted };
+        Ok(())
+    }
+
+    fn serialize_value<V: Serialize + ?Sized>(&mut self, entry_value: &V) -> Result<(), CaptureFailure> {
+        let (start, key, redacted) = match std::mem::replace(&mut self.pending, PendingKey::None) {
+            PendingKey::Skip => return Ok(()),
+            PendingKey::None => return Err(CaptureFailure("a map value came without its key".to_owned())),
+            PendingKey::Entry { start, key, redacted } => (start, key, redacted),
+        };
+        self.gate.note(&self.capturer.budget);
+        let value_start = self.capturer.budget.mark();
+        let captured = if redacted {
+            self.capturer.redacted()
+        } else {
+            self.capturer
+                .nested(entry_value, self.entry_depth, self.max_depth)
+        };
+        self.capturer.budget.close(value_start);
+        self.capturer.budget.close(start);
+        self.entries.push(MapEntry {
+            key,
+            value: Some(captured),
+        });
+        Ok(())
+    }
+
+    fn end(self) -> Result<Value, CaptureFailure> {
+        if matches!(self.pending, PendingKey::Entry { .. }) {
+            return Err(CaptureFailure("a map key came without its value".to_owned()));
+        }
+        self.capturer.budget.charge(uint_field(self.omitted));
+        self.capturer.budget.close(self.start);
+        Ok(value(Kind::Map(Map {
+            entries: self.entries,
+            omitted_entries: self.omitted,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    use keyhole_proto::limits::default_capture_limits;
+    use keyhole_proto::redaction::RedactionList;
+    use keyhole_proto::v1::{CaptureLimits, Truncated, TruncationReason};
+    use serde::{Serialize, Serializer};
+
+    use super::*;
+    use crate::capture::tests::{fields_of, payload_of};
+
+    fn capture_with<T: Serialize + ?Sized>(limits: CaptureLimits, value: &T) -> Value {
+        let list = RedactionList::default();
+        Capturer::new(&limits, &list).serialize(value)
+    }
+
+    fn field<'v>(value: &'v Value, name: &str) -> &'v Value {
+        fields_of(value)
+            .iter()
+            .find(|f| f.name == name)
+            .and_then(|f| f.value.as_ref())
+            .unwrap_or_else(|| panic!("no field {name} in {value:?}"))
+    }
+
+    fn list_of(value: &Value) -> &List {
+        match &value.kind {
+            Some(Kind::List(list)) => list,
+            other => panic!("expected a list, got {other:?}"),
+        }
+    }
+
+    fn map_of(value: &Value) -> &Map {
+        match &value.kind {
+            Some(Kind::Map(map)) => map,
+            other => panic!("expected a map, got {other:?}"),
+        }
+    }
+
+    fn truncated(type_name: &str, reason: TruncationReason) -> Value {
+        value(Kind::Truncated(Truncated {
+            type_name: type_name.to_owned(),
+            reason: reason as i32,
+        }))
+    }
+
+    #[derive(Serialize)]
+    struct A {
+        b: B,
+    }
+    #[derive(Serialize)]
+    struct B {
+        c: C,
+        flag: bool,
+    }
+    #[derive(Serialize)]
+    struct C {
+        d: D,
+        n: u8,
+    }
+    #[derive(Serialize)]
+    struct D {
+        e: u8,
+    }
+
+    #[test]
+    fn max_depth_3_captures_a_b_c_and_marks_a_b_c_d_with_its_type() {
+        let limits = CaptureLimits {
+            max_depth: 3,
+            ..default_capture_limits()
+        };
+        let a = A {
+            b: B {
+                c: C { d: D { e: 1 }, n: 2 },
+                flag: true,
+            },
+        };
+        let captured = capture_with(limits, &a);
+        let b = field(&captured, "b");
+        assert_eq!(field(b, "flag").kind, Some(Kind::Bool(true)));
+        let c = field(b, "c");
+        assert_eq!(field(c, "d"), &truncated("D", TruncationReason::Depth));
+        assert_eq!(
+            field(c, "n"),
+            &truncated("u8", TruncationReason::Depth),
+            "every value at the cut is cut"
+        );
+    }
+
+    #[test]
+    fn nested_lists_are_cut_at_the_same_depth() {
+        let limits = CaptureLimits {
+            max_depth: 2,
+            ..default_capture_limits()
+        };
+        let captured = capture_with(limits, &vec![vec![vec![1u8]]]);
+        let inner = &list_of(&captured).items[0];
+        assert_eq!(
+            list_of(inner).items,
+            vec![truncated("Vec<u8>", TruncationReason::Depth)]
+        );
+    }
+
+    /// Counts how often serde asked it to serialize itself.
+    struct Counted<'c>(&'c Cell<usize>);
+
+    impl Serialize for Counted<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            self.0.set(self.0.get() + 1);
+            serializer.serialize_u8(0)
+        }
+    }
+
+    #[test]
+    fn a_value_at_the_cut_is_never_walked() {
+        let calls = Cell::new(0);
+        let limits = CaptureLimits {
+            max_depth: 1,
+            ..default_capture_limits()
+        };
+        let many: Vec<Counted> = (0..1000).map(|_| Counted(&calls)).collect();
+        let captured = capture_with(limits, &(1u8, many));
+        assert_eq!(
+            list_of(&captured).items[1],
+            truncated("Vec<Counted>", TruncationReason::Depth)
+        );
+        assert_eq!(calls.get(), 0);
+    }
+
+    #[test]
+    fn enum_payload_fields_are_one_level_below_the_enum() {
+        #[derive(Serialize)]
+        enum Wrapper {
+            Newtype(u8),
+            Named { inner: u8 },
+        }
+        let limits = CaptureLimits {
+            max_depth: 1,
+            ..default_capture_limits()
+        };
+        let newtype = capture_with(limits, &Wrapper::Newtype(1));
+        assert_eq!(payload_of(&newtype), &truncated("u8", TruncationReason::Depth));
+        let named = capture_with(limits, &Wrapper::Named { inner: 1 });
+        assert_eq!(
+            field(payload_of(&named), "inner"),
+            &truncated("u8", TruncationReason::Depth)
+        );
+    }
+
+    #[test]
+    fn struct_fields_past_the_limit_are_counted_not_captured() {
+        let limits = CaptureLimits {
+            max_fields: 2,
+            ..default_capture_limits()
+        };
+        #[derive(Serialize)]
+        struct Wide {
+            a: u8,
+            b: u8,
+            c: u8,
+            d: u8,
+        }
+        let Some(Kind::Struct(wide)) = capture_with(
+            limits,
+            &Wide {
+                a: 1,
+                b: 2,
+                c: 3,
+                d: 4,
+            },
+        )
+        .kind
+        else {
+            panic!("a struct")
+        };
+        let names: Vec<_> = wide.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!((names, wide.omitted_fields), (vec!["a", "b"], 2));
+    }
+
+    #[test]
+    fn items_past_the_limit_are_counted_and_never_serialized() {
+        let calls = Cell::new(0);
+        let limits = CaptureLimits {
+            max_items: 3,
+            ..default_capture_limits()
+        };
+        let long: Vec<Counted> = (0..10_000).map(|_| Counted(&calls)).collect();
+        let captured = capture_with(limits, &long);
+        let list = list_of(&captured);
+        assert_eq!((list.items.len(), list.omitted_items), (3, 9_997));
+        assert_eq!(calls.get(), 3);
+    }
+
+    /// A sequence whose length serde cannot know in advance.
+    struct Evens(u32);
+
+    impl Serialize for Evens {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq((0..self.0).filter(|n| n % 2 == 0))
+        }
+    }
+
+    #[test]
+    fn items_of_a_sequence_without_a_length_are_counted_as_they_are_skipped() {
+        let limits = CaptureLimits {
+            max_items: 4,
+            ..default_capture_limits()
+        };
+        let captured = capture_with(limits, &Evens(100));
+        let list = list_of(&captured);
+        assert_eq!((list.items.len(), list.omitted_items), (4, 46));
+    }
+
+    #[test]
+    fn tuple_items_past_the_limit_are_counted() {
+        let limits = CaptureLimits {
+            max_items: 2,
+            ..default_capture_limits()
+        };
+        let captured = capture_with(limits, &(1, 2, 3, 4));
+        assert_eq!(list_of(&captured).omitted_items, 2);
+    }
+
+    #[test]
+    fn map_entries_past_the_limit_are_counted_and_their_values_never_serialized() {
+        let calls = Cell::new(0);
+        let limits = CaptureLimits {
+            max_items: 5,
+            ..default_capture_limits()
+        };
+        let map: BTreeMap<u32, Counted> = (0..50).map(|i| (i, Counted(&calls))).collect();
+        let captured = capture_with(limits, &map);
+        let map = map_of(&captured);
+        assert_eq!((map.entries.len(), map.omitted_entries), (5, 45));
+        assert_eq!(
+            map.entries[4].key.as_ref().and_then(|k| k.kind.clone()),
+            Some(Kind::Uint(4))
+        );
+        assert_eq!(calls.get(), 5);
+    }
+
+    #[test]
+    fn composite_map_keys_are_captured_two_levels_deep() {
+        let map = BTreeMap::from([((1i8, (2u8, (3u8, 4u8))), "v")]);
+        let captured = capture_with(default_capture_limits(), &map);
+        let key = map_of(&captured).entries[0]
+            .key
+            .as_ref()
+            .unwrap_or_else(|| panic!("a key"));
+        let key = list_of(key);
+        assert_eq!(key.items[0].kind, Some(Kind::Int(1)));
+        let second = list_of(&key.items[1]);
+        assert_eq!(
+            second.items[0],
+            truncated("u8", TruncationReason::Depth),
+            "the key's own fields' fields"
+        );
+        assert_eq!(second.items[1], truncated("(u8, u8)", TruncationReason::Depth));
+    }
+
+    #[test]
+    fn string_keys_of_a_map_at_the_cut_are_kept_beside_their_cut_values() {
+        let limits = CaptureLimits {
+            max_depth: 1,
+            ..default_capture_limits()
+        };
+        let captured = capture_with(limits, &BTreeMap::from([("sku", 1u8)]));
+        let entry = &map_of(&captured).entries[0];
+        assert_eq!(
+            entry.key.as_ref().and_then(|k| k.kind.clone()),
+            Some(Kind::Text(keyhole_proto::v1::Text {
+                value: "sku".into(),
+                omitted_bytes: 0
+            }))
+        );
+        assert_eq!(entry.value, Some(truncated("u8", TruncationReason::Depth)));
+    }
+
+    struct BadKey;
+
+    impl Serialize for BadKey {
+        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no key today"))
+        }
+    }
+
+    #[test]
+    fn a_map_key_that_fails_becomes_an_error_key_and_its_value_is_still_captured() {
+        struct OneEntry;
+        impl Serialize for OneEntry {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap as _;
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(&BadKey, &7u8)?;
+                map.end()
+            }
+        }
+        let captured = capture_with(default_capture_limits(), &OneEntry);
+        let entry = &map_of(&captured).entries[0];
+        assert!(matches!(
+            entry.key.as_ref().and_then(|k| k.kind.clone()),
+            Some(Kind::Error(_))
+        ));
+        assert_eq!(
+            entry.value.as_ref().and_then(|v| v.kind.clone()),
+            Some(Kind::Uint(7))
+        );
+    }
+
+    #[test]
+    fn once_the_budget_is_spent_one_marker_stands_for_the_rest_of_each_container() {
+        let limits = CaptureLimits {
+            max_snapshot_bytes: 40,
+            ..default_capture_limits()
+        };
+        let list = RedactionList::default();
+        let mut capturer = Capturer::new(&limits, &list);
+        let captured = capturer.serialize(&(0..50u32).map(|i| i * 1000).collect::<Vec<_>>());
+        let captured = list_of(&captured);
+        let over = truncated("", TruncationReason::SnapshotBytes);
+        let markers = captured.items.iter().filter(|item| **item == over).count();
+        assert_eq!(markers, 1);
+        assert_eq!(captured.items.last(), Some(&over));
+        assert_eq!(captured.items.len() as u64 + captured.omitted_items, 50);
+
+        let limits = CaptureLimits {
+            max_snapshot_bytes: 30,
+            ..default_capture_limits()
+        };
+        let mut capturer = Capturer::new(&limits, &list);
+        let wide = capturer.serialize(&A {
+            b: B {
+                c: C { d: D { e: 1 }, n: 2 },
+                flag: true,
+            },
+        });
+        let b = field(&wide, "b");
+        let Some(Kind::Struct(b)) = &b.kind else {
+            panic!("a struct")
+        };
+        assert!(b.fields.iter().any(|f| f.value.as_ref() == Some(&over)), "{b:?}");
+    }
+
+    #[test]
+    fn map_entries_after_the_budget_is_spent_are_one_marker_then_counted() {
+        let limits = CaptureLimits {
+            max_snapshot_bytes: 60,
+            ..default_capture_limits()
+        };
+        let map: BTreeMap<String, u32> = (0..40).map(|i| (format!("key{i:02}"), i)).collect();
+        let captured = capture_with(limits, &map);
+        let map = map_of(&captured);
+        let over = truncated("", TruncationReason::SnapshotBytes);
+        let markers = map
+            .entries
+            .iter()
+            .filter(|e| e.value.as_ref() == Some(&over))
+            .count();
+        assert_eq!(markers, 1, "{map:?}");
+        assert_eq!(map.entries.len() as u64 + map.omitted_entries, 40);
+    }
+}

@@ -1,0 +1,619 @@
+//! serde's data model mapped onto Keyhole's value tree: one `Serializer` that turns each serde call into a
+//! bounded, budgeted value, and hands containers to the builders in `compound`.
+//!
+//! Mapping: `bool`→Bool, signed→Int, unsigned→Uint, `i128`/`u128` that fit 64 bits likewise (else Text of the
+//! decimal), floats→Float, `char`/`str`→Text, bytes→Bytes, `None`/`()`→Null, `Some(x)`→x, unit struct→Struct
+//! with no fields, unit variant→Enum, newtype struct→its inner value (but [`Secret`](super::Secret)→Redacted),
+//! newtype variant→Enum with the value as payload, seq/tuple/tuple struct→List, tuple variant→Enum with a List
+//! payload, map→Map, struct→Struct named by serde, struct variant→Enum with a Struct payload.
+
+use std::fmt::{self, Display};
+
+use keyhole_proto::v1::Value;
+use serde::ser::{self, Serialize};
+
+use super::compound::{ListBuilder, MapBuilder, StructBuilder, VariantHead};
+use super::debug::BoundedWriter;
+use super::secret::SECRET_MARKER;
+use super::Capturer;
+
+/// Why a part of the value could not be captured. It never leaves the module: the nearest container turns
+/// it into a `CaptureError` value for that part alone.
+#[derive(Debug)]
+pub(crate) struct CaptureFailure(pub(crate) String);
+
+impl Display for CaptureFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CaptureFailure {}
+
+impl ser::Error for CaptureFailure {
+    fn custom<T: Display>(message: T) -> Self {
+        Self(message.to_string())
+    }
+}
+
+/// Captures one value at `depth` (the probe's variable is depth 0). Whether a value is walked at all is
+/// decided by its container before calling in (see [`Capturer::nested`]), so this type only maps.
+pub(crate) struct ValueSerializer<'s, 'a> {
+    pub(crate) capturer: &'s mut Capturer<'a>,
+    pub(crate) depth: u32,
+    /// Values at this depth or deeper are not walked. The depth limit, or less for a map's composite keys.
+    pub(crate) max_depth: u32,
+    /// Set when capturing a map key: a string key reports here whether the entry's value is redacted.
+    pub(crate) key_redacted: Option<&'s mut bool>,
+}
+
+impl ValueSerializer<'_, '_> {
+    fn str_value(self, text: &str) -> Value {
+        if let Some(flag) = self.key_redacted {
+            *flag = self.capturer.names.is_redacted(text);
+        }
+        self.capturer.text(text)
+    }
+}
+
+/// Type names as a person writes them: `Vec<Item>`, not `&alloc::vec::Vec<shop::cart::Item<'_>>`. Module
+/// paths and lifetimes go, and so do the outer references serde adds when it walks a collection's items.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let full = full.trim_start_matches(['&']).trim_start_matches("mut ");
+    let mut short = String::with_capacity(full.len());
+    // Where the path being written started in `short`; a `::` cuts `short` back to it.
+    let mut path_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ':' if chars.peek() == Some(&':') => {
+                chars.next();
+                short.truncate(path_start);
+                continue;
+            }
+            '\'' => {
+                // A lifetime argument (`'_`, `'static`) and the separator after it.
+                while chars.next_if(|c| c.is_alphanumeric() || *c == '_').is_some() {}
+                if chars.next_if_eq(&',').is_some() {
+                    chars.next_if_eq(&' ');
+                } else if short.ends_with('<') && chars.next_if_eq(&'>').is_some() {
+                    short.pop();
+                } else if chars.peek() == Some(&' ') && short.ends_with('&') {
+                    chars.next();
+                }
+                path_start = short.len();
+                continue;
+            }
+            _ => short.push(c),
+        }
+        if !(c.is_alphanumeric() || c == '_') {
+            path_start = short.len();
+        }
+    }
+    short
+}
+
+impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
+    type Ok = Value;
+    type Error = CaptureFailure;
+    type SerializeSeq = ListBuilder<'s, 'a>;
+    type SerializeTuple = ListBuilder<'s, 'a>;
+    type SerializeTupleStruct = ListBuilder<'s, 'a>;
+    type SerializeTupleVariant = ListBuilder<'s, 'a>;
+    type SerializeMap = MapBuilder<'s, 'a>;
+    type SerializeStruct = StructBuilder<'s, 'a>;
+    type SerializeStructVariant = StructBuilder<'s, 'a>;
+
+    fn serialize_bool(self, v: bool) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.bool(v))
+    }
+
+    fn serialize_i8(self, v: i8) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.int(v.into()))
+    }
+
+    fn serialize_i16(self, v: i16) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.int(v.into()))
+    }
+
+    fn serialize_i32(self, v: i32) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.int(v.into()))
+    }
+
+    fn serialize_i64(self, v: i64) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.int(v))
+    }
+
+    fn serialize_i128(self, v: i128) -> Result<Value, CaptureFailure> {
+        Ok(match i64::try_from(v) {
+            Ok(small) => self.capturer.int(small),
+            Err(_) => self.capturer.text(&v.to_string()),
+        })
+    }
+
+    fn serialize_u8(self, v: u8) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.uint(v.into()))
+    }
+
+    fn serialize_u16(self, v: u16) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.uint(v.into()))
+    }
+
+    fn serialize_u32(self, v: u32) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.uint(v.into()))
+    }
+
+    fn serialize_u64(self, v: u64) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.uint(v))
+    }
+
+    fn serialize_u128(self, v: u128) -> Result<Value, CaptureFailure> {
+        Ok(match u64::try_from(v) {
+            Ok(small) => self.capturer.uint(small),
+            Err(_) => self.capturer.text(&v.to_string()),
+        })
+    }
+
+    fn serialize_f32(self, v: f32) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.float(v.into()))
+    }
+
+    fn serialize_f64(self, v: f64) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.float(v))
+    }
+
+    fn serialize_char(self, v: char) -> Result<Value, CaptureFailure> {
+        Ok(self.str_value(v.encode_utf8(&mut [0; 4])))
+    }
+
+    fn serialize_str(self, v: &str) -> Result<Value, CaptureFailure> {
+        Ok(self.str_value(v))
+    }
+
+    fn serialize_bytes(self, v: &[u8]) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.bytes(v))
+    }
+
+    fn serialize_none(self) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.null())
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Value, CaptureFailure> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Result<Value, CaptureFailure> {
+        Ok(self.capturer.null())
+    }
+
+    fn serialize_unit_struct(self, name: &'static str) -> Result<Value, CaptureFailure> {
+        Ok(StructBuilder::start(self.capturer, name, None, self.depth, self.max_depth, 0).finish())
+    }
+
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<Value, CaptureFailure> {
+        let head = VariantHead::start(self.capturer, name, variant);
+        Ok(head.finish(self.capturer, None))
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<Value, CaptureFailure> {
+        if name == SECRET_MARKER {
+            return Ok(self.capturer.redacted());
+        }
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<Value, CaptureFailure> {
+        let head = VariantHead::start(self.capturer, name, variant);
+        let payload_start = self.capturer.budget.mark();
+        let payload = self.capturer.nested(value, self.depth + 1, self.max_depth);
+        Ok(head.finish_with_payload(self.capturer, payload_start, payload))
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<ListBuilder<'s, 'a>, CaptureFailure> {
+        Ok(ListBuilder::start(
+            self.capturer,
+            None,
+            self.depth,
+            self.max_depth,
+            len.unwrap_or(0),
+        ))
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<ListBuilder<'s, 'a>, CaptureFailure> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<ListBuilder<'s, 'a>, CaptureFailure> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<ListBuilder<'s, 'a>, CaptureFailure> {
+        let head = VariantHead::start(self.capturer, name, variant);
+        Ok(ListBuilder::start(
+            self.capturer,
+            Some(head),
+            self.depth,
+            self.max_depth,
+            len,
+        ))
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> Result<MapBuilder<'s, 'a>, CaptureFailure> {
+        Ok(MapBuilder::start(
+            self.capturer,
+            self.depth,
+            self.max_depth,
+            len.unwrap_or(0),
+        ))
+    }
+
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<StructBuilder<'s, 'a>, CaptureFailure> {
+        Ok(StructBuilder::start(
+            self.capturer,
+            name,
+            None,
+            self.depth,
+            self.max_depth,
+            len,
+        ))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<StructBuilder<'s, 'a>, CaptureFailure> {
+        let head = VariantHead::start(self.capturer, name, variant);
+        // The payload struct is anonymous: the enum around it already names the type and the variant.
+        Ok(StructBuilder::start(
+            self.capturer,
+            "",
+            Some(head),
+            self.depth,
+            self.max_depth,
+            len,
+        ))
+    }
+
+    /// Display output (addresses, timestamps, ids) goes through the same bounded writer as Debug, so a huge
+    /// `Display` is cut while it is written instead of being collected into a `String` first.
+    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<Value, CaptureFailure> {
+        let mut writer = BoundedWriter::new(self.capturer.text_limit());
+        let written = fmt::write(&mut writer, format_args!("{value}"));
+        if written.is_err() && !writer.is_cut() {
+            return Err(CaptureFailure("the Display impl returned an error".to_owned()));
+        }
+        let (text, omitted) = writer.into_parts();
+        if let Some(flag) = self.key_redacted {
+            // A cut key cannot be compared; sensitive names are far shorter than any string limit.
+            *flag = self.capturer.names.is_redacted(&text);
+        }
+        Ok(self.capturer.text_parts(text, omitted))
+    }
+}
+
+impl Capturer<'_> {
+    /// Captures `value` as a value at `depth`, or the marker for why it was not walked: deeper than
+    /// `max_depth`, or no budget left. A `Serialize` error becomes a `CaptureError` for this value alone,
+    /// and what was charged for its half-built tree is given back.
+    pub(crate) fn nested<T: Serialize + ?Sized>(&mut self, value: &T, depth: u32, max_depth: u32) -> Value {
+        if depth >= max_depth {
+            // Cut by the static type, without calling into the value: a million-item Vec at the cut costs
+            // nothing.
+            return self.too_deep(short_type_name(std::any::type_name::<T>()));
+        }
+        if self.budget.exhausted() {
+            return self.over_budget();
+        }
+        let start = self.budget.mark();
+        let serializer = ValueSerializer {
+            capturer: self,
+            depth,
+            max_depth,
+            key_redacted: None,
+        };
+        match value.serialize(serializer) {
+            Ok(captured) => captured,
+            Err(failure) => {
+                self.budget.rewind(start);
+                self.capture_error(&failure.0)
+            }
+        }
+    }
+
+    /// Captures a map key at `depth`, reporting in `redacted` whether it names a sensitive entry. Strings,
+    /// numbers and other scalars are captured whatever the depth, like field names; a composite key is
+    /// walked at most [`KEY_LEVELS`] levels and never below the depth limit.
+    pub(crate) fn map_key<K: Serialize + ?Sized>(
+        &mut self,
+        key: &K,
+        depth: u32,
+        redacted: &mut bool,
+    ) -> Value {
+        let start = self.budget.mark();
+        let max_depth = self.limits.max_depth.min(depth + KEY_LEVELS);
+        let serializer = ValueSerializer {
+            capturer: self,
+            depth,
+            max_depth,
+            key_redacted: Some(redacted),
+        };
+        match key.serialize(serializer) {
+            Ok(captured) => captured,
+            Err(failure) => {
+                self.budget.rewind(start);
+                self.capture_error(&failure.0)
+            }
+        }
+    }
+}
+
+/// Levels a composite map key is walked: the key and its fields. Keys are labels; a deep key is noise.
+pub(crate) const KEY_LEVELS: u32 = 2;
+
+#[cfg(test)]
+mod tests {
+    use keyhole_proto::limits::default_capture_limits;
+    use keyhole_proto::redaction::RedactionList;
+    use keyhole_proto::v1::{value::Kind, CaptureLimits, Enum, Text};
+    use serde::Serialize;
+
+    use super::*;
+    use crate::capture::tests::{fields_of, payload_of};
+
+    fn capture_with<T: Serialize + ?Sized>(limits: CaptureLimits, value: &T) -> Value {
+        let list = RedactionList::default();
+        Capturer::new(&limits, &list).serialize(value)
+    }
+
+    fn capture<T: Serialize + ?Sized>(value: &T) -> Value {
+        capture_with(default_capture_limits(), value)
+    }
+
+    fn kind<T: Serialize + ?Sized>(value: &T) -> Kind {
+        capture(value).kind.unwrap_or_else(|| panic!("an empty value"))
+    }
+
+    fn text(value: &str) -> Kind {
+        Kind::Text(Text {
+            value: value.to_owned(),
+            omitted_bytes: 0,
+        })
+    }
+
+    fn items(value: &Value) -> Vec<Kind> {
+        match &value.kind {
+            Some(Kind::List(list)) => list.items.iter().filter_map(|item| item.kind.clone()).collect(),
+            other => panic!("expected a list, got {other:?}"),
+        }
+    }
+
+    fn enum_of(value: &Value) -> &Enum {
+        match &value.kind {
+            Some(Kind::Enum(e)) => e,
+            other => panic!("expected an enum, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn scalars_map_to_their_kinds() {
+        assert_eq!(kind(&true), Kind::Bool(true));
+        assert_eq!(kind(&-8i8), Kind::Int(-8));
+        assert_eq!(kind(&-16i16), Kind::Int(-16));
+        assert_eq!(kind(&-32i32), Kind::Int(-32));
+        assert_eq!(kind(&i64::MIN), Kind::Int(i64::MIN));
+        assert_eq!(kind(&8u8), Kind::Uint(8));
+        assert_eq!(kind(&16u16), Kind::Uint(16));
+        assert_eq!(kind(&32u32), Kind::Uint(32));
+        assert_eq!(kind(&u64::MAX), Kind::Uint(u64::MAX));
+        assert_eq!(kind(&1.5f32), Kind::Float(1.5));
+        assert_eq!(kind(&-2.25f64), Kind::Float(-2.25));
+        assert_eq!(kind(&'é'), text("é"));
+        assert_eq!(kind("plain"), text("plain"));
+        assert_eq!(kind(&String::from("owned")), text("owned"));
+    }
+
+    #[test]
+    fn wide_integers_that_fit_stay_numbers_and_the_rest_become_decimal_text() {
+        assert_eq!(kind(&42u128), Kind::Uint(42));
+        assert_eq!(kind(&u128::from(u64::MAX)), Kind::Uint(u64::MAX));
+        assert_eq!(kind(&u128::MAX), text("340282366920938463463374607431768211455"));
+        assert_eq!(kind(&-5i128), Kind::Int(-5));
+        assert_eq!(kind(&i128::MIN), text("-170141183460469231731687303715884105728"));
+    }
+
+    #[test]
+    fn none_and_unit_are_null_and_some_is_its_value() {
+        let null = Kind::Null(keyhole_proto::v1::Null::Value as i32);
+        assert_eq!(kind(&None::<u8>), null);
+        assert_eq!(kind(&()), null);
+        assert_eq!(kind(&Some(3u8)), Kind::Uint(3));
+        assert_eq!(kind(&Some(Some("deep"))), text("deep"));
+    }
+
+    #[test]
+    fn a_unit_struct_is_a_named_struct_without_fields_and_a_newtype_is_its_inner_value() {
+        #[derive(Serialize)]
+        struct Marker;
+        #[derive(Serialize)]
+        struct Meters(f64);
+        let Kind::Struct(marker) = kind(&Marker) else {
+            panic!("a struct")
+        };
+        assert_eq!((marker.type_name.as_str(), marker.fields.len()), ("Marker", 0));
+        assert_eq!(kind(&Meters(3.5)), Kind::Float(3.5));
+    }
+
+    #[derive(Serialize)]
+    enum Event {
+        Started,
+        Moved(i32),
+        Resized(u32, u32),
+        Renamed { from: String, to: String },
+    }
+
+    #[test]
+    fn enums_of_every_shape_keep_their_type_and_variant() {
+        let started = capture(&Event::Started);
+        let started = enum_of(&started);
+        assert_eq!(
+            (started.type_name.as_str(), started.variant.as_str()),
+            ("Event", "Started")
+        );
+        assert!(started.payload.is_none());
+
+        let moved = capture(&Event::Moved(-4));
+        assert_eq!(enum_of(&moved).variant, "Moved");
+        assert_eq!(payload_of(&moved).kind, Some(Kind::Int(-4)));
+
+        let resized = capture(&Event::Resized(3, 4));
+        assert_eq!(enum_of(&resized).variant, "Resized");
+        assert_eq!(items(payload_of(&resized)), vec![Kind::Uint(3), Kind::Uint(4)]);
+
+        let renamed = capture(&Event::Renamed {
+            from: "a".into(),
+            to: "b".into(),
+        });
+        assert_eq!(enum_of(&renamed).variant, "Renamed");
+        let fields = fields_of(payload_of(&renamed));
+        assert_eq!((fields[0].name.as_str(), fields[1].name.as_str()), ("from", "to"));
+        assert_eq!(
+            fields[1].value.as_ref().and_then(|v| v.kind.clone()),
+            Some(text("b"))
+        );
+    }
+
+    #[test]
+    fn tuples_and_tuple_structs_are_lists() {
+        #[derive(Serialize)]
+        struct Point(i32, i32, i32);
+        assert_eq!(
+            items(&capture(&(1u8, "two", 3.0))),
+            vec![Kind::Uint(1), text("two"), Kind::Float(3.0)]
+        );
+        assert_eq!(
+            items(&capture(&Point(1, -2, 3))),
+            vec![Kind::Int(1), Kind::Int(-2), Kind::Int(3)]
+        );
+    }
+
+    #[test]
+    fn strings_are_cut_on_a_char_boundary_and_say_how_much_was_cut() {
+        let limits = CaptureLimits {
+            max_string_bytes: 6,
+            ..default_capture_limits()
+        };
+        // "aé€" is 1 + 2 + 3 bytes: 6 fit exactly, the emoji after it does not.
+        let captured = capture_with(limits, "aé€😀z");
+        assert_eq!(
+            captured.kind,
+            Some(Kind::Text(Text {
+                value: "aé€".into(),
+                omitted_bytes: 5
+            }))
+        );
+        let captured = capture_with(limits, "aaaaa€");
+        assert_eq!(
+            captured.kind,
+            Some(Kind::Text(Text {
+                value: "aaaaa".into(),
+                omitted_bytes: 3
+            }))
+        );
+    }
+
+    struct RawBytes(Vec<u8>);
+
+    impl Serialize for RawBytes {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(&self.0)
+        }
+    }
+
+    #[test]
+    fn byte_strings_are_cut_at_the_string_limit() {
+        let limits = CaptureLimits {
+            max_string_bytes: 4,
+            ..default_capture_limits()
+        };
+        let Some(Kind::Bytes(bytes)) = capture_with(limits, &RawBytes((0..10).collect())).kind else {
+            panic!("bytes")
+        };
+        assert_eq!((bytes.value, bytes.omitted_bytes), (vec![0, 1, 2, 3], 6));
+    }
+
+    /// A value whose `Display` is a megabyte, serialized through `collect_str` as ids and addresses are.
+    struct LongDisplay;
+
+    impl Display for LongDisplay {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for _ in 0..1024 {
+                f.write_str(&"d".repeat(1024))?;
+            }
+            Ok(())
+        }
+    }
+
+    impl Serialize for LongDisplay {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(self)
+        }
+    }
+
+    #[test]
+    fn display_output_is_cut_while_it_is_written() {
+        let Some(Kind::Text(captured)) = capture(&LongDisplay).kind else {
+            panic!("text")
+        };
+        assert_eq!(captured.value.len(), 255);
+        assert_eq!(captured.omitted_bytes, 1024 - 255);
+    }
+
+    #[test]
+    fn type_names_are_written_without_their_module_paths() {
+        assert_eq!(short_type_name("alloc::vec::Vec<shop::cart::Item>"), "Vec<Item>");
+        assert_eq!(
+            short_type_name("std::collections::hash::map::HashMap<alloc::string::String, (u8, &str)>"),
+            "HashMap<String, (u8, &str)>"
+        );
+        assert_eq!(
+            short_type_name("[core::option::Option<i32>; 4]"),
+            "[Option<i32>; 4]"
+        );
+        assert_eq!(short_type_name("u64"), "u64");
+        assert_eq!(short_type_name("&&mut core::cell::Ref<'_, i32>"), "Ref<i32>");
+        assert_eq!(short_type_name("app::Counted<'_>"), "Counted");
+        assert_eq!(short_type_name("app::Pair<'static, &'static str>"), "Pair<&str>");
+    }
+}

@@ -1,0 +1,226 @@
+//! What happens when an armed probe is hit: the session check, the budgets,
+//! capture, the condition, the stack, and the hand-off to the uploader. Every
+//! refusal is counted by reason; nothing here waits or panics into the host.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use keyhole_proto::condition::Condition;
+use keyhole_proto::v1::{BaggageEntry, Breakpoint, CaptureLimits, DropReason, Snapshot};
+use opentelemetry::baggage::BaggageExt as _;
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::Context;
+
+use crate::agent::{self, AgentCore};
+use crate::budget::{monotonic_nanos, DropCounters, RateLimit};
+use crate::callsite::{Callsite, CaptureVariables};
+use crate::capture::Capturer;
+use crate::queue::{PendingSnapshot, PENDING_OVERHEAD_BYTES};
+use crate::session::{unix_now, TrustedSession};
+use crate::stack::StackAddresses;
+
+/// A breakpoint as installed in this process, with its live budgets.
+pub struct ArmedBreakpoint {
+    pub definition: Breakpoint,
+    condition: Option<Condition>,
+    limits: CaptureLimits,
+    rate: RateLimit,
+    hits: AtomicU32,
+    /// Snapshots handed to the uploader.
+    pub taken: AtomicU64,
+    pub drops: DropCounters,
+    /// The last condition evaluation error, for the status report.
+    pub condition_error: Mutex<Option<String>>,
+}
+
+impl ArmedBreakpoint {
+    pub fn new(definition: Breakpoint, condition: Option<Condition>) -> Self {
+        let limits = definition
+            .limits
+            .unwrap_or_default()
+            .or_defaults(&keyhole_proto::limits::default_capture_limits());
+        Self {
+            rate: RateLimit::new(definition.rate_per_sec, 1),
+            condition,
+            limits,
+            hits: AtomicU32::new(0),
+            taken: AtomicU64::new(0),
+            drops: DropCounters::default(),
+            condition_error: Mutex::new(None),
+            definition,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.definition.id
+    }
+
+    pub fn is_expired(&self, now_unix_ms: i64) -> bool {
+        self.definition.expires_at_unix_ms <= now_unix_ms
+    }
+
+    pub fn hits(&self) -> u32 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Takes one of the breakpoint's hits, unless they are used up.
+    fn take_hit(&self) -> bool {
+        self.hits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |hits| {
+                (hits < self.definition.max_hits).then_some(hits + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a hit that produced no snapshot.
+    fn refund_hit(&self) {
+        self.hits.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn refuse(&self, reason: DropReason) {
+        self.drops.count(reason);
+    }
+}
+
+/// The breakpoints installed on one probe site.
+pub struct ArmedProbe {
+    pub breakpoints: Vec<Arc<ArmedBreakpoint>>,
+}
+
+/// Which of `probe`'s breakpoints the current request matches, with its session.
+fn matching(probe: &ArmedProbe) -> Option<(TrustedSession, Vec<Arc<ArmedBreakpoint>>, Vec<BaggageEntry>)> {
+    Context::map_current(|cx| {
+        let session = cx.get::<TrustedSession>()?;
+        let wanted: Vec<&Arc<ArmedBreakpoint>> = probe
+            .breakpoints
+            .iter()
+            .filter(|bp| bp.definition.session_id == session.session_id())
+            .collect();
+        if wanted.is_empty() || session.expires_at_unix() <= unix_now() {
+            return None;
+        }
+        let baggage = cx.baggage();
+        let mut matched = Vec::new();
+        let mut entries = Vec::new();
+        for bp in wanted {
+            let all_match = bp.definition.baggage_filters.iter().all(|filter| {
+                baggage
+                    .get(filter.key.as_str())
+                    .is_some_and(|value| value.as_str() == filter.value)
+            });
+            if all_match {
+                for filter in &bp.definition.baggage_filters {
+                    if !entries.iter().any(|e: &BaggageEntry| e.key == filter.key) {
+                        entries.push(BaggageEntry {
+                            key: filter.key.clone(),
+                            value: filter.value.clone(),
+                        });
+                    }
+                }
+                matched.push(bp.clone());
+            }
+        }
+        (!matched.is_empty()).then(|| (session.clone(), matched, entries))
+    })
+}
+
+/// The armed probe `site` was hit.
+pub fn fire(site: &'static Callsite, probe: &ArmedProbe, variables: CaptureVariables<'_>) {
+    let Some((session, breakpoints, baggage)) = matching(probe) else {
+        return;
+    };
+    let Some(agent) = agent::running() else {
+        return;
+    };
+    for breakpoint in breakpoints {
+        take_snapshot(&agent, site, &breakpoint, &session, &baggage, variables);
+    }
+}
+
+fn take_snapshot(
+    agent: &AgentCore,
+    site: &'static Callsite,
+    breakpoint: &ArmedBreakpoint,
+    session: &TrustedSession,
+    baggage: &[BaggageEntry],
+    variables: CaptureVariables<'_>,
+) {
+    let now_ms = agent::unix_millis();
+    if breakpoint.is_expired(now_ms) {
+        return breakpoint.refuse(DropReason::Expired);
+    }
+    if !breakpoint.take_hit() {
+        return breakpoint.refuse(DropReason::HitLimit);
+    }
+    let refuse = |reason| {
+        breakpoint.refund_hit();
+        breakpoint.refuse(reason);
+    };
+    let now = monotonic_nanos();
+    if !breakpoint.rate.try_acquire(now) {
+        return refuse(DropReason::BreakpointRate);
+    }
+    if !agent.global_rate.try_acquire(now) {
+        return refuse(DropReason::GlobalRate);
+    }
+    let limits = &breakpoint.limits;
+    let reserved = limits.max_snapshot_bytes as usize + PENDING_OVERHEAD_BYTES;
+    let Some(reservation) = agent.queue.try_reserve(reserved) else {
+        return refuse(DropReason::QueueFull);
+    };
+
+    let mut capturer = Capturer::new(limits, &agent.redaction);
+    // The probe's own expressions (`name = expr`) run here and may panic too.
+    let Ok(captured) = catch_unwind(AssertUnwindSafe(|| variables(&mut capturer))) else {
+        return refuse(DropReason::CaptureError);
+    };
+    let bytes = capturer.bytes_used() + PENDING_OVERHEAD_BYTES;
+    if let Some(condition) = &breakpoint.condition {
+        match condition.eval(&captured) {
+            Ok(true) => {}
+            Ok(false) => return refuse(DropReason::ConditionFalse),
+            Err(error) => {
+                if let Ok(mut last) = breakpoint.condition_error.lock() {
+                    *last = Some(error.to_string());
+                }
+                return refuse(DropReason::ConditionError);
+            }
+        }
+    }
+    let stack = StackAddresses::capture_below(Callsite::hit_entry(), limits.max_frames as usize);
+
+    let meta = site.meta();
+    let (trace_id, span_id) = Context::map_current(|cx| {
+        let span = cx.span();
+        let context = span.span_context();
+        if context.is_valid() {
+            (context.trace_id().to_string(), context.span_id().to_string())
+        } else {
+            (String::new(), String::new())
+        }
+    });
+    let snapshot = Snapshot {
+        id: agent.next_snapshot_id(),
+        breakpoint_id: breakpoint.definition.id.clone(),
+        session_id: session.session_id().to_owned(),
+        probe_label: meta.label.to_owned(),
+        file: meta.file.to_owned(),
+        line: meta.line,
+        module: meta.module.to_owned(),
+        captured_at_unix_ms: now_ms,
+        trace_id,
+        span_id,
+        variables: captured,
+        baggage: baggage.to_vec(),
+        captured_bytes: bytes as u64,
+        ..Default::default()
+    };
+    reservation.send(PendingSnapshot {
+        snapshot,
+        stack,
+        bytes,
+    });
+    breakpoint.taken.fetch_add(1, Ordering::Relaxed);
+    agent.accepted.fetch_add(1, Ordering::Relaxed);
+}

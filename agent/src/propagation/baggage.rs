@@ -1,0 +1,333 @@
+//! The `baggage` header (W3C Baggage): entries read from all `baggage` headers of a request under one
+//! shared budget, and written back percent-encoded within the same limits.
+
+use std::fmt;
+
+use super::limits::{MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
+use super::percent::{decode, encoded_len, is_well_formed, push_encoded};
+use super::syntax::{list_members, split_once, token, trim_ows};
+use super::HeaderError;
+
+/// One baggage list-member.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BaggageEntry {
+    /// The key, an HTTP token.
+    pub key: String,
+    /// The value, percent-decoded; bytes that were not UTF-8 after decoding became U+FFFD.
+    pub value: String,
+    /// The member's metadata exactly as received, from its first `;` on (`";k1=v1;k2"`), or empty. It is
+    /// only kept to be sent on.
+    pub properties: String,
+}
+
+impl BaggageEntry {
+    /// Bytes this entry takes in [`Baggage::to_header`]'s output.
+    fn encoded_len(&self) -> usize {
+        let value: usize = self.value.chars().map(encoded_len).sum();
+        self.key.len() + 1 + value + self.properties.len()
+    }
+}
+
+/// Values are left out because baggage carries credentials (the Keyhole session token among them) and
+/// `Debug` output ends up in logs.
+impl fmt::Debug for BaggageEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BaggageEntry")
+            .field("key", &self.key)
+            .field("value_len", &self.value.len())
+            .field("properties_len", &self.properties.len())
+            .finish()
+    }
+}
+
+/// What [`Baggage::from_headers_with_report`] left out, in list-members. Empty list-members (`a=1,,b=2`,
+/// an empty header) are not counted: the spec's own examples produce them when headers are combined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BaggageReport {
+    /// Members that broke the grammar and were skipped.
+    pub malformed: usize,
+    /// Well-formed members dropped because [`MAX_BAGGAGE_MEMBERS`] were already kept.
+    pub over_member_limit: usize,
+    /// Well-formed members dropped because they did not fit in what was left of [`MAX_BAGGAGE_BYTES`].
+    pub over_byte_limit: usize,
+}
+
+impl BaggageReport {
+    /// Well-formed members dropped for either limit.
+    pub fn dropped(&self) -> usize {
+        self.over_member_limit + self.over_byte_limit
+    }
+}
+
+/// The baggage of a request: its entries in order, never more than [`MAX_BAGGAGE_MEMBERS`] of them and
+/// never more than [`MAX_BAGGAGE_BYTES`] once encoded.
+///
+/// ```
+/// use keyhole::propagation::Baggage;
+///
+/// let mut baggage = Baggage::from_headers([&b"userId = alice"[..], b"serverNode=DF%2028;region=eu, q=a=b"]);
+/// assert_eq!(baggage.get("userId"), Some("alice"));
+/// assert_eq!(baggage.get("serverNode"), Some("DF 28"));
+/// assert_eq!(baggage.entries()[1].properties, ";region=eu");
+/// assert_eq!(baggage.get("q"), Some("a=b"));
+///
+/// baggage.insert("city", "Zürich").unwrap();
+/// baggage.remove("userId");
+/// assert_eq!(
+///     baggage.to_header().as_deref(),
+///     Some("serverNode=DF%2028;region=eu,q=a=b,city=Z%C3%BCrich")
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Baggage {
+    entries: Vec<BaggageEntry>,
+    /// What `entries` take in the header we would send.
+    budget: Budget,
+}
+
+impl Baggage {
+    /// An empty baggage.
+    pub fn new() -> Baggage {
+        Baggage::default()
+    }
+
+    /// Reads ALL `baggage` header values of a request; see [`Baggage::from_headers_with_report`].
+    pub fn from_headers<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Baggage {
+        Baggage::from_headers_with_report(values).0
+    }
+
+    /// Reads ALL `baggage` header values of a request, and says what was left out.
+    ///
+    /// The values are read one list-member at a time, in order, as if joined with `,`; nothing is
+    /// concatenated. Each well-formed member is kept if it fits in what is left of the shared budget (at
+    /// most [`MAX_BAGGAGE_MEMBERS`] members and [`MAX_BAGGAGE_BYTES`] bytes for all headers together, counted
+    /// as [`Baggage::to_header`] would write them) and dropped whole otherwise; a smaller member further on
+    /// may still fit. A member is checked before anything is allocated for it, so the work is linear in the
+    /// input and the allocation bounded by the budget, however many headers or delimiters arrive.
+    ///
+    /// A member that breaks the grammar is skipped and counted in [`BaggageReport::malformed`]; the others
+    /// are kept. The spec leaves this choice open, and one peer's bad entry should not cost the request the
+    /// rest of its baggage (its session token among it). Malformed means: no `=`; a key that is not an HTTP
+    /// token; a value with a character outside `baggage-octet` or a `%` not followed by two hex digits; a
+    /// property that is not `key` or `key=value` in the same grammar. Spaces and tabs around keys, values
+    /// and properties are not part of them, and a value may contain `=` (the key ends at the first one).
+    ///
+    /// Repeated keys are all kept, in order, and sent on so; [`Baggage::get`] answers with the last.
+    pub fn from_headers_with_report<'a>(
+        values: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (Baggage, BaggageReport) {
+        let mut baggage = Baggage::new();
+        let mut report = BaggageReport::default();
+        for member in values.into_iter().flat_map(list_members) {
+            let Some(member) = RawMember::parse(member) else {
+                report.malformed += 1;
+                continue;
+            };
+            let (decoded_len, encoded_value_len) = measure(member.value);
+            match baggage
+                .budget
+                .admit(member.key.len() + 1 + encoded_value_len + member.properties.len())
+            {
+                Ok(()) => baggage.entries.push(member.into_entry(decoded_len)),
+                Err(Overflow::Members) => report.over_member_limit += 1,
+                Err(Overflow::Bytes) => report.over_byte_limit += 1,
+            }
+        }
+        (baggage, report)
+    }
+
+    /// The value of the last entry with `key`: later entries override earlier ones, as in the OpenTelemetry
+    /// SDKs.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|entry| entry.key == key)
+            .map(|entry| entry.value.as_str())
+    }
+
+    /// The entries in order.
+    pub fn entries(&self) -> &[BaggageEntry] {
+        &self.entries
+    }
+
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sets `key` to `value`, replacing every entry with that key (the new entry takes the place of the
+    /// first of them, without properties) or adding one at the end. Refused, and nothing changed, when the
+    /// key is not an HTTP token or the result would exceed [`MAX_BAGGAGE_MEMBERS`] or [`MAX_BAGGAGE_BYTES`].
+    ///
+    /// ```
+    /// use keyhole::propagation::{Baggage, HeaderError};
+    /// let mut baggage = Baggage::new();
+    /// baggage.insert("tenant.id", "acme").unwrap();
+    /// assert_eq!(baggage.insert("not a token", "x"), Err(HeaderError::BaggageKey));
+    /// assert_eq!(baggage.insert("big", &"x".repeat(9000)), Err(HeaderError::BaggageFull));
+    /// assert_eq!(baggage.get("tenant.id"), Some("acme"));
+    /// ```
+    pub fn insert(&mut self, key: &str, value: &str) -> Result<(), HeaderError> {
+        let key = token(key.as_bytes()).ok_or(HeaderError::BaggageKey)?;
+        let mut budget = Budget::default();
+        for entry in self.entries.iter().filter(|entry| entry.key != key) {
+            budget
+                .admit(entry.encoded_len())
+                .map_err(|_| HeaderError::BaggageFull)?;
+        }
+        let value_len: usize = value.chars().map(encoded_len).sum();
+        budget
+            .admit(key.len() + 1 + value_len)
+            .map_err(|_| HeaderError::BaggageFull)?;
+
+        let mut new = Some(BaggageEntry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            properties: String::new(),
+        });
+        self.entries.retain_mut(|entry| {
+            if entry.key != key {
+                return true;
+            }
+            new.take().map(|new| *entry = new).is_some()
+        });
+        self.entries.extend(new);
+        self.budget = budget;
+        Ok(())
+    }
+
+    /// Removes every entry with `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.entries.retain(|entry| entry.key != key);
+        self.budget = Budget::default();
+        for entry in &self.entries {
+            // Cannot fail: a subset of entries that fitted still fits.
+            let _ = self.budget.admit(entry.encoded_len());
+        }
+    }
+
+    /// The header value to send, or `None` when there are no entries: `key=value` plus properties, values
+    /// percent-encoded where the spec requires (outside `baggage-octet`, and `%` itself), joined by `,`.
+    /// Never more than [`MAX_BAGGAGE_MEMBERS`] members or [`MAX_BAGGAGE_BYTES`] bytes.
+    pub fn to_header(&self) -> Option<String> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(self.budget.bytes);
+        // The entries were admitted under this same budget; checking again keeps the limit visible here.
+        let mut budget = Budget::default();
+        for entry in &self.entries {
+            if budget.admit(entry.encoded_len()).is_err() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&entry.key);
+            out.push('=');
+            push_encoded(&mut out, &entry.value);
+            out.push_str(&entry.properties);
+        }
+        Some(out)
+    }
+}
+
+/// Why a member did not fit.
+enum Overflow {
+    Members,
+    Bytes,
+}
+
+/// Members and bytes used so far of the shared limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Budget {
+    members: usize,
+    /// Length of the header the members make, commas between them included.
+    bytes: usize,
+}
+
+impl Budget {
+    /// Takes one member of `member_len` bytes, if both limits allow.
+    fn admit(&mut self, member_len: usize) -> Result<(), Overflow> {
+        if self.members >= MAX_BAGGAGE_MEMBERS {
+            return Err(Overflow::Members);
+        }
+        let separator = usize::from(self.members > 0);
+        let bytes = self.bytes.saturating_add(separator).saturating_add(member_len);
+        if bytes > MAX_BAGGAGE_BYTES {
+            return Err(Overflow::Bytes);
+        }
+        self.members += 1;
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+/// A well-formed list-member, still borrowed from the header.
+struct RawMember<'a> {
+    key: &'a str,
+    /// Still percent-encoded.
+    value: &'a [u8],
+    properties: &'a str,
+}
+
+impl<'a> RawMember<'a> {
+    /// Checks `member` (already without surrounding whitespace) against the grammar, allocating nothing.
+    fn parse(member: &'a [u8]) -> Option<RawMember<'a>> {
+        let (key, rest) = split_once(member, b'=')?;
+        let key = token(trim_ows(key))?;
+        let (value, properties) = match rest.iter().position(|b| *b == b';') {
+            Some(at) => rest.split_at_checked(at)?,
+            None => (rest, &[][..]),
+        };
+        let value = trim_ows(value);
+        if !is_well_formed(value) || !are_properties(properties) {
+            return None;
+        }
+        Some(RawMember {
+            key,
+            value,
+            properties: std::str::from_utf8(properties).ok()?,
+        })
+    }
+
+    /// The owned entry; `decoded_len` from [`measure`] sizes the value's allocation exactly.
+    fn into_entry(self, decoded_len: usize) -> BaggageEntry {
+        let mut value = String::with_capacity(decoded_len);
+        value.extend(decode(self.value));
+        BaggageEntry {
+            key: self.key.to_owned(),
+            value,
+            properties: self.properties.to_owned(),
+        }
+    }
+}
+
+/// Bytes of an encoded value once decoded, and once encoded again for sending. Measured from the raw
+/// bytes so that a member can be refused before anything is allocated for it.
+fn measure(raw: &[u8]) -> (usize, usize) {
+    decode(raw).fold((0, 0), |(decoded, encoded), c| {
+        (decoded + c.len_utf8(), encoded + encoded_len(c))
+    })
+}
+
+/// Whether `properties` is empty or a run of `;` OWS (`key` / `key OWS = OWS value`) OWS.
+fn are_properties(properties: &[u8]) -> bool {
+    // The text before the first `;` is empty by construction, and not a property.
+    properties.split(|b| *b == b';').skip(1).all(|property| {
+        let property = trim_ows(property);
+        match split_once(property, b'=') {
+            None => token(property).is_some(),
+            Some((key, value)) => token(trim_ows(key)).is_some() && is_well_formed(trim_ows(value)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

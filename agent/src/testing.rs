@@ -1,0 +1,67 @@
+//! An agent without a connection, for benchmarks and tests of the capture
+//! path: the caller installs breakpoints and session keys directly and drains
+//! the queue itself. Hidden from the docs; not for production use.
+
+use std::sync::Arc;
+
+use keyhole_proto::v1::{Breakpoint, InstanceStatus, Snapshot, VerificationKey};
+
+use crate::agent::{self, unix_millis, AgentCore};
+use crate::queue::SnapshotReceiver;
+use crate::stack::Symbolizer;
+
+#[doc(hidden)]
+pub struct OfflineAgent {
+    core: Arc<AgentCore>,
+    receiver: SnapshotReceiver,
+    symbolizer: Symbolizer,
+}
+
+impl OfflineAgent {
+    pub(crate) fn new(core: Arc<AgentCore>, receiver: SnapshotReceiver) -> Self {
+        Self {
+            core,
+            receiver,
+            symbolizer: Symbolizer::default(),
+        }
+    }
+
+    /// Keys as the control plane would send them.
+    pub fn set_keys(&self, keys: &[VerificationKey]) {
+        self.core.set_keys(keys);
+    }
+
+    /// A breakpoint set as the control plane would send it; returns the
+    /// statuses of breakpoints that could not be installed.
+    pub fn install(&self, breakpoints: Vec<Breakpoint>) -> Vec<InstanceStatus> {
+        self.core.installed().apply(breakpoints, unix_millis())
+    }
+
+    /// Takes the queued snapshots, with their stacks resolved.
+    pub fn drain(&mut self) -> Vec<Snapshot> {
+        let mut snapshots = Vec::new();
+        while let Some(pending) = self.receiver.try_recv() {
+            self.receiver.release(pending.bytes);
+            let mut snapshot = pending.snapshot;
+            snapshot.stack = self.symbolizer.resolve(&pending.stack, crate::stack::MAX_FRAMES);
+            snapshots.push(snapshot);
+        }
+        snapshots
+    }
+
+    /// Empties the queue without resolving anything; returns how many there were.
+    pub fn discard(&mut self) -> usize {
+        let mut count = 0;
+        while let Some(pending) = self.receiver.try_recv() {
+            self.receiver.release(pending.bytes);
+            count += 1;
+        }
+        count
+    }
+}
+
+impl Drop for OfflineAgent {
+    fn drop(&mut self) {
+        agent::release(&self.core);
+    }
+}
