@@ -17,6 +17,7 @@ use crate::budget::RateLimit;
 use crate::callsite::{self, CALLSITES};
 use crate::install::Installed;
 use crate::queue::{snapshot_queue, SnapshotQueue, SnapshotReceiver};
+use crate::session::VerifiedTokens;
 
 /// Where the agent looks for the control plane unless told otherwise.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:7070";
@@ -296,6 +297,7 @@ impl AgentBuilder {
             global_rate: RateLimit::new(config.global_rate_per_sec, burst_of(config.global_rate_per_sec)),
             queue,
             verifier: ArcSwap::from_pointee(SessionVerifier::default()),
+            sessions: VerifiedTokens::default(),
             snapshot_prefix: random_prefix(),
             next_snapshot: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -413,6 +415,7 @@ pub struct AgentCore {
     pub queue: SnapshotQueue,
     pub global_rate: RateLimit,
     verifier: ArcSwap<SessionVerifier>,
+    pub(crate) sessions: VerifiedTokens,
     snapshot_prefix: String,
     next_snapshot: AtomicU64,
     /// Snapshots handed to the queue, ever.
@@ -435,7 +438,12 @@ impl AgentCore {
     /// ones are unusable.
     pub fn set_keys(&self, keys: &[VerificationKey]) {
         match SessionVerifier::from_keys(keys) {
-            Ok(verifier) => self.verifier.store(Arc::new(verifier)),
+            Ok(verifier) => {
+                if !self.verifier.load().same_keys(&verifier) {
+                    self.verifier.store(Arc::new(verifier));
+                    self.sessions.clear();
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "keyhole: ignoring unusable session keys"),
         }
     }

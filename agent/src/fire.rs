@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use keyhole_proto::condition::Condition;
 use keyhole_proto::v1::{BaggageEntry, Breakpoint, CaptureLimits, DropReason, Snapshot};
 use opentelemetry::baggage::BaggageExt as _;
-use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::Context;
 
 use crate::agent::{self, AgentCore};
@@ -191,15 +190,7 @@ fn take_snapshot(
     let stack = StackAddresses::capture_below(Callsite::hit_entry(), limits.max_frames as usize);
 
     let meta = site.meta();
-    let (trace_id, span_id) = Context::map_current(|cx| {
-        let span = cx.span();
-        let context = span.span_context();
-        if context.is_valid() {
-            (context.trace_id().to_string(), context.span_id().to_string())
-        } else {
-            (String::new(), String::new())
-        }
-    });
+    let (trace_id, span_id, parent_span_id) = Context::map_current(crate::trace::current_ids);
     let snapshot = Snapshot {
         id: agent.next_snapshot_id(),
         breakpoint_id: breakpoint.definition.id.clone(),
@@ -211,6 +202,7 @@ fn take_snapshot(
         captured_at_unix_ms: now_ms,
         trace_id,
         span_id,
+        parent_span_id,
         variables: captured,
         baggage: baggage.to_vec(),
         captured_bytes: bytes as u64,

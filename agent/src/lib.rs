@@ -32,8 +32,10 @@ pub mod callsite;
 pub mod capture;
 mod connection;
 mod fire;
+mod inbound;
 mod install;
 mod macros;
+mod outbound;
 pub mod propagation;
 mod queue;
 mod session;
@@ -41,10 +43,16 @@ mod specialize;
 mod stack;
 #[doc(hidden)]
 pub mod testing;
+mod trace;
 
 pub use agent::{Agent, AgentBuilder, AgentConfig, AgentError, ShutdownReport};
 pub use capture::Secret;
-pub use session::{SessionError, TrustedSession};
+pub use inbound::{inbound_context, Cidr, CidrError, KeyholeLayer, KeyholeService};
+#[cfg(feature = "reqwest")]
+pub use outbound::RequestBuilderExt;
+pub use outbound::{inject_context, inject_current, PropagateContext};
+pub use session::{SessionError, TrustedSession, SESSION_BAGGAGE_KEY};
+pub use trace::{LinkedTrace, RequestSpan};
 
 /// What the `probe!` macro expands to; not a stable API.
 #[doc(hidden)]

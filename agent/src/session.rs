@@ -9,8 +9,22 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use keyhole_proto::token::{SessionVerifier, TokenError};
+use dashmap::DashMap;
+use keyhole_proto::token::{SessionVerifier, TokenError, MAX_TOKEN_LEN};
 use opentelemetry::{Context, ContextGuard};
+
+use crate::budget::{monotonic_nanos, RateLimit};
+
+/// The baggage entry that carries a session token.
+pub const SESSION_BAGGAGE_KEY: &str = "keyhole.session";
+/// Verified tokens remembered, so a debugging client's requests pay for one
+/// signature check, not one each.
+pub const MAX_CACHED_TOKENS: usize = 1024;
+/// Signature checks of tokens not in the cache, per second. Checking costs
+/// tens of microseconds; beyond this budget unknown tokens are refused, so a
+/// flood of forged tokens cannot spend the host's CPU (it can only delay
+/// debugging while it lasts).
+pub const TOKEN_CHECKS_PER_SEC: f64 = 200.0;
 
 /// A debug session whose token was verified by this agent.
 #[derive(Clone, PartialEq, Eq)]
@@ -35,6 +49,8 @@ pub enum SessionError {
     NoAgent,
     /// The token did not verify.
     Token(TokenError),
+    /// Too many unknown tokens were checked this second.
+    Busy,
 }
 
 impl fmt::Display for SessionError {
@@ -42,6 +58,7 @@ impl fmt::Display for SessionError {
         match self {
             SessionError::NoAgent => f.write_str("no keyhole agent is running with session keys yet"),
             SessionError::Token(e) => e.fmt(f),
+            SessionError::Busy => f.write_str("too many session tokens to check right now"),
         }
     }
 }
@@ -78,8 +95,7 @@ impl TrustedSession {
     /// ```
     pub fn from_token(token: &str) -> Result<Self, SessionError> {
         let agent = crate::agent::running().ok_or(SessionError::NoAgent)?;
-        let verifier = agent.verifier();
-        TrustedSession::verify(&verifier, token, unix_now())
+        agent.sessions.verify(&agent.verifier(), token)
     }
 
     pub fn session_id(&self) -> &str {
@@ -107,5 +123,149 @@ impl TrustedSession {
     pub fn current() -> Option<TrustedSession> {
         Context::map_current(|cx| cx.get::<TrustedSession>().cloned())
             .filter(|session| session.expires_at_unix > unix_now())
+    }
+}
+
+/// Tokens this agent verified, until they expire or the keys change.
+pub(crate) struct VerifiedTokens {
+    verified: DashMap<Box<str>, TrustedSession>,
+    checks: RateLimit,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self {
+            verified: DashMap::new(),
+            checks: RateLimit::new(TOKEN_CHECKS_PER_SEC, TOKEN_CHECKS_PER_SEC as u32),
+        }
+    }
+}
+
+impl VerifiedTokens {
+    /// The session `token` grants, from the cache or by checking its signature.
+    pub fn verify(&self, verifier: &SessionVerifier, token: &str) -> Result<TrustedSession, SessionError> {
+        self.verify_at(verifier, token, unix_now(), monotonic_nanos())
+    }
+
+    /// [`VerifiedTokens::verify`] at a given wall-clock second and monotonic instant.
+    fn verify_at(
+        &self,
+        verifier: &SessionVerifier,
+        token: &str,
+        now: u64,
+        instant: u64,
+    ) -> Result<TrustedSession, SessionError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(SessionError::Token(TokenError::Malformed(
+                "longer than 256 bytes",
+            )));
+        }
+        if let Some(session) = self.verified.get(token) {
+            if session.expires_at_unix > now {
+                return Ok(session.clone());
+            }
+        }
+        // Malformed and unknown-key tokens are refused by parsing alone, which is cheap;
+        // only a signature check spends the budget.
+        let parsed = keyhole_proto::token::parse(token).map_err(SessionError::Token)?;
+        if !verifier.has_key(parsed.key_id) {
+            return Err(SessionError::Token(TokenError::UnknownKey));
+        }
+        if !self.checks.try_acquire(instant) {
+            return Err(SessionError::Busy);
+        }
+        let session = TrustedSession::verify(verifier, token, now)?;
+        if self.verified.len() >= MAX_CACHED_TOKENS {
+            self.verified.retain(|_, cached| cached.expires_at_unix > now);
+            if self.verified.len() >= MAX_CACHED_TOKENS {
+                self.verified.clear();
+            }
+        }
+        self.verified.insert(token.into(), session.clone());
+        Ok(session)
+    }
+
+    /// Forgets every verified token (the keys changed: some may be retired).
+    pub fn clear(&self) {
+        self.verified.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhole_proto::token::SessionSigner;
+
+    fn keys() -> (SessionSigner, SessionVerifier) {
+        let signer = SessionSigner::new("k1", &[3; 32]).unwrap();
+        let verifier = SessionVerifier::from_keys(&[signer.verification_key()]).unwrap();
+        (signer, verifier)
+    }
+
+    #[test]
+    fn a_verified_token_is_served_from_the_cache_until_it_expires() {
+        let (signer, verifier) = keys();
+        let tokens = VerifiedTokens::default();
+        let token = signer.sign("ses-1", unix_now() + 60).unwrap();
+        assert_eq!(tokens.verify(&verifier, &token).unwrap().session_id(), "ses-1");
+        let empty = SessionVerifier::default();
+        assert!(
+            tokens.verify(&empty, &token).is_ok(),
+            "the second look is a cache hit"
+        );
+        tokens.clear();
+        assert!(
+            tokens.verify(&empty, &token).is_err(),
+            "after a key change it is checked again"
+        );
+    }
+
+    #[test]
+    fn forged_tokens_never_enter_the_cache_and_their_checks_are_budgeted() {
+        let (signer, verifier) = keys();
+        let forger = SessionSigner::new("k1", &[4; 32]).unwrap();
+        let tokens = VerifiedTokens::default();
+        let mut busy = 0;
+        let one_instant = monotonic_nanos();
+        for i in 0..1000 {
+            let forged = forger.sign(&format!("ses-{i}"), unix_now() + 60).unwrap();
+            match tokens.verify_at(&verifier, &forged, unix_now(), one_instant) {
+                Err(SessionError::Busy) => busy += 1,
+                Err(SessionError::Token(TokenError::BadSignature)) => {}
+                other => panic!("a forged token was accepted: {other:?}"),
+            }
+        }
+        assert_eq!(
+            busy,
+            1000 - TOKEN_CHECKS_PER_SEC as usize,
+            "a flood of forged tokens runs out of checks"
+        );
+        assert!(tokens.verified.is_empty());
+        let genuine = signer.sign("ses-genuine", unix_now() + 60).unwrap();
+        let a_second_later = one_instant + 1_000_000_000;
+        assert!(
+            tokens
+                .verify_at(&verifier, &genuine, unix_now(), a_second_later)
+                .is_ok(),
+            "checks come back"
+        );
+    }
+
+    #[test]
+    fn tokens_of_unknown_keys_and_malformed_tokens_cost_no_signature_check() {
+        let (_, verifier) = keys();
+        let tokens = VerifiedTokens::default();
+        for _ in 0..10_000 {
+            let unknown = "v1.k9.ses-1.9999999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+            assert!(matches!(
+                tokens.verify(&verifier, unknown),
+                Err(SessionError::Token(_))
+            ));
+            assert!(tokens.verify(&verifier, "session.id=alice").is_err());
+        }
+        assert!(
+            tokens.checks.try_acquire(monotonic_nanos()),
+            "the check budget is untouched"
+        );
     }
 }

@@ -214,6 +214,20 @@ impl SessionVerifier {
         Ok(verifier)
     }
 
+    /// Whether it holds a key with this id.
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
+    }
+
+    /// Whether both hold exactly the same keys.
+    pub fn same_keys(&self, other: &SessionVerifier) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .all(|(id, key)| other.keys.get(id).is_some_and(|o| o.as_bytes() == key.as_bytes()))
+    }
+
     /// Whether it has no keys at all (nothing verifies).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

@@ -21,22 +21,93 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `keyhole` binary: `KEYHOLE_BIN`, or the one cargo built beside this test.
 pub fn keyhole_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("KEYHOLE_BIN") {
-        return path.into();
+    match std::env::var_os("KEYHOLE_BIN") {
+        Some(path) => path.into(),
+        None => workspace_bin("keyhole"),
     }
+}
+
+/// A binary of this workspace, as cargo built it beside this test.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/keyhole
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let bin = exe
         .parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join(format!("keyhole{}", std::env::consts::EXE_SUFFIX)))
+        .map(|dir| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
         .expect("target directory");
     assert!(
         bin.exists(),
-        "{} does not exist: run the tests with `cargo test --workspace` (which builds it), or set KEYHOLE_BIN",
+        "{} does not exist: run the tests with `cargo test --workspace`, which builds it",
         bin.display()
     );
     bin
+}
+
+/// A child process that announced `listening on <address>` on stderr.
+pub struct Listening {
+    pub child: Child,
+    pub addr: String,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Listening {
+    /// Starts `command` and waits for its address; its stderr is echoed with `tag`.
+    pub fn spawn(mut command: Command, tag: &'static str) -> Listening {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {tag}: {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{tag}] {line}");
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        break rest.split_whitespace().next().expect("address").to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("{tag} did not start listening within {STARTUP_TIMEOUT:?}");
+                }
+            }
+        };
+        Listening { child, addr, log }
+    }
+
+    /// Asks it to stop (SIGTERM) and waits up to `grace`, then kills it.
+    pub fn terminate(mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes.
@@ -118,11 +189,10 @@ impl CliRun {
 
 /// A running `keyhole server` on a loopback port.
 pub struct Server {
-    child: Child,
+    process: Listening,
     pub addr: String,
     pub data_dir: PathBuf,
     pub admin_token: String,
-    log: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -133,50 +203,21 @@ impl Server {
 
     /// Starts a server listening on `listen` (`host:port`).
     pub fn start_at(data_dir: &Path, listen: &str) -> Server {
-        let mut child = Command::new(keyhole_bin())
+        let mut command = Command::new(keyhole_bin());
+        command
             .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
-            .env("KEYHOLE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start keyhole server");
-        let stderr = child.stderr.take().expect("server stderr");
-        let (lines, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[server] {line}");
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match log.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        break rest.split_whitespace().next().expect("address").to_owned();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("keyhole server did not start listening within {STARTUP_TIMEOUT:?}");
-                }
-            }
-        };
+            .env("KEYHOLE_LOG", "warn");
+        let process = Listening::spawn(command, "server");
         let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
             .expect("admin token written on first start")
             .trim()
             .to_owned();
         Server {
-            child,
-            addr,
+            addr: process.addr.clone(),
+            process,
             data_dir: data_dir.to_owned(),
             admin_token,
-            log,
         }
     }
 
@@ -225,21 +266,8 @@ impl Server {
         self.addr.trim_start_matches("http://")
     }
 
-    /// Lines the server has logged since the last call.
-    pub fn drain_log(&self) -> Vec<String> {
-        self.log.try_iter().collect()
-    }
-
     /// Stops the server with SIGKILL: no chance to flush anything.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill(self) {
+        drop(self.process);
     }
 }

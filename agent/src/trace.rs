@@ -1,0 +1,99 @@
+//! Trace identity of the request being served: the span the agent opens for
+//! it (so snapshots from several services order by parent and child), and
+//! the caller's trace when it came from a peer that was not trusted.
+
+use std::cell::Cell;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+
+use crate::propagation::TraceParent;
+
+/// The span a request is served in, as the agent's inbound layer opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestSpan {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The caller's span, when the caller is trusted and sent one.
+    pub parent_span_id: Option<SpanId>,
+}
+
+/// The trace of an untrusted caller: not continued, only remembered as a link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkedTrace(pub SpanContext);
+
+thread_local! {
+    static RANDOM: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = (crate::budget::monotonic_nanos() ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes) | 1
+}
+
+/// A random, non-zero 64-bit value (xorshift64* per thread, seeded by the OS):
+/// ids must be unpredictable enough not to collide, not secret.
+fn random_u64() -> u64 {
+    RANDOM.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d).max(1)
+    })
+}
+
+pub fn new_trace_id() -> TraceId {
+    TraceId::from_bytes(((u128::from(random_u64()) << 64) | u128::from(random_u64())).to_be_bytes())
+}
+
+pub fn new_span_id() -> SpanId {
+    SpanId::from_bytes(random_u64().to_be_bytes())
+}
+
+/// Opens the request's span: a child of `parent` when there is one to
+/// continue, else the root of a new trace.
+pub fn open_span(cx: Context, parent: Option<(&TraceParent, TraceState)>) -> Context {
+    let (trace_id, parent_span_id, flags, state) = match parent {
+        Some((parent, state)) => (
+            TraceId::from_bytes(parent.trace_id),
+            Some(SpanId::from_bytes(parent.parent_id)),
+            // Only the sampled flag is carried on; other bits are not ours to keep.
+            TraceFlags::new(parent.flags & TraceFlags::SAMPLED.to_u8()),
+            state,
+        ),
+        None => (new_trace_id(), None, TraceFlags::default(), TraceState::default()),
+    };
+    let span = RequestSpan {
+        trace_id,
+        span_id: new_span_id(),
+        parent_span_id,
+    };
+    let context = SpanContext::new(trace_id, span.span_id, flags, true, state);
+    cx.with_remote_span_context(context).with_value(span)
+}
+
+/// The trace id, span id and parent span id of the current request, as hex,
+/// empty where unknown.
+pub fn current_ids(cx: &Context) -> (String, String, String) {
+    let span = cx.span();
+    let context = span.span_context();
+    if !context.is_valid() {
+        return (String::new(), String::new(), String::new());
+    }
+    let parent = cx
+        .get::<RequestSpan>()
+        .filter(|request| request.span_id == context.span_id())
+        .and_then(|request| request.parent_span_id)
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    (
+        context.trace_id().to_string(),
+        context.span_id().to_string(),
+        parent,
+    )
+}
