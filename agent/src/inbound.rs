@@ -266,8 +266,6 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
             .map_err(|error: HeaderError| log_malformed(MALFORMED.note_error(error, now)))
             .ok()
             .and_then(|state| state.to_header())
-            .and_then(|header| header.parse::<TraceState>().ok())
-            .unwrap_or_default()
     });
     let (baggage, report) = Baggage::from_headers_with_report(values(headers, "baggage"));
     if report.malformed > 0 {

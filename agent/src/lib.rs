@@ -41,6 +41,7 @@ mod queue;
 mod session;
 mod specialize;
 mod stack;
+mod task;
 #[doc(hidden)]
 pub mod testing;
 mod trace;
@@ -52,6 +53,7 @@ pub use inbound::{inbound_context, Cidr, CidrError, KeyholeLayer, KeyholeService
 pub use outbound::RequestBuilderExt;
 pub use outbound::{inject_context, inject_current, PropagateContext};
 pub use session::{SessionError, TrustedSession, SESSION_BAGGAGE_KEY};
+pub use task::spawn;
 pub use trace::{LinkedTrace, RequestSpan};
 
 /// What the `probe!` macro expands to; not a stable API.

@@ -8,6 +8,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::Context;
 
 use crate::propagation::{Baggage, TraceParent};
+use crate::trace::{RequestSpan, TraceStateHeader};
 
 /// Writes `traceparent`, `tracestate` and `baggage` for `cx` into `headers`,
 /// replacing any there. The current span is the callee's parent.
@@ -31,7 +32,15 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
         );
         if let Ok(parent) = parent {
             insert(headers, "traceparent", &parent.to_header());
-            let state = context.trace_state().header();
+            // Our own span keeps the tracestate exactly as received; another
+            // tracer's span carries its own.
+            let ours = cx
+                .get::<RequestSpan>()
+                .is_some_and(|span| span.span_id == context.span_id());
+            let state = match cx.get::<TraceStateHeader>() {
+                Some(TraceStateHeader(state)) if ours => state.clone(),
+                _ => context.trace_state().header(),
+            };
             if !state.is_empty() {
                 insert(headers, "tracestate", &state);
             }

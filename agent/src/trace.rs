@@ -7,7 +7,7 @@ use std::cell::Cell;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
 
-use crate::propagation::TraceParent;
+use crate::propagation::{TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
 
 /// The span a request is served in, as the agent's inbound layer opened it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,11 @@ pub struct RequestSpan {
     /// The caller's span, when the caller is trusted and sent one.
     pub parent_span_id: Option<SpanId>,
 }
+
+/// The `tracestate` received with a continued trace, exactly as it will be
+/// sent on (the strict parser's output, which may keep what other SDKs drop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStateHeader(pub String);
 
 /// The trace of an untrusted caller: not continued, only remembered as a link.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,25 +61,40 @@ pub fn new_span_id() -> SpanId {
 }
 
 /// Opens the request's span: a child of `parent` when there is one to
-/// continue, else the root of a new trace.
-pub fn open_span(cx: Context, parent: Option<(&TraceParent, TraceState)>) -> Context {
+/// continue, else the root of a new trace (whose id is random, as the
+/// random-trace-id flag then says).
+pub fn open_span(cx: Context, parent: Option<(&TraceParent, Option<String>)>) -> Context {
+    let known_flags = TRACE_FLAG_SAMPLED | TRACE_FLAG_RANDOM_TRACE_ID;
     let (trace_id, parent_span_id, flags, state) = match parent {
         Some((parent, state)) => (
             TraceId::from_bytes(parent.trace_id),
             Some(SpanId::from_bytes(parent.parent_id)),
-            // Only the sampled flag is carried on; other bits are not ours to keep.
-            TraceFlags::new(parent.flags & TraceFlags::SAMPLED.to_u8()),
+            // Flags other than the known ones are not ours to carry on.
+            TraceFlags::new(parent.flags & known_flags),
             state,
         ),
-        None => (new_trace_id(), None, TraceFlags::default(), TraceState::default()),
+        None => (
+            new_trace_id(),
+            None,
+            TraceFlags::new(TRACE_FLAG_RANDOM_TRACE_ID),
+            None,
+        ),
     };
+    let otel_state = state
+        .as_deref()
+        .and_then(|header| header.parse::<TraceState>().ok())
+        .unwrap_or_default();
     let span = RequestSpan {
         trace_id,
         span_id: new_span_id(),
         parent_span_id,
     };
-    let context = SpanContext::new(trace_id, span.span_id, flags, true, state);
-    cx.with_remote_span_context(context).with_value(span)
+    let context = SpanContext::new(trace_id, span.span_id, flags, true, otel_state);
+    let cx = cx.with_remote_span_context(context).with_value(span);
+    match state {
+        Some(state) => cx.with_value(TraceStateHeader(state)),
+        None => cx,
+    }
 }
 
 /// The trace id, span id and parent span id of the current request, as hex,
