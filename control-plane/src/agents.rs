@@ -111,7 +111,7 @@ impl AgentService for AgentApi {
         tracing::info!(%agent_id, probes = probes.len(), "agent registered");
         Ok(Response::new(RegisterResponse {
             agent_id,
-            keys: self.plane.verification_keys.clone(),
+            keys: self.plane.keys().verification.clone(),
         }))
     }
 
@@ -220,7 +220,8 @@ async fn stream_breakpoints(
     sender: &mpsc::Sender<Result<BreakpointSet, Status>>,
 ) -> Result<(), Status> {
     let mut version_changes = plane.breakpoint_version.subscribe();
-    let mut last_sent: Option<Vec<String>> = None;
+    // What the agent has: breakpoint ids and key ids.
+    let mut last_sent: Option<(Vec<String>, Vec<String>)> = None;
     loop {
         let version = *version_changes.borrow_and_update();
         let now = now_ms();
@@ -232,7 +233,11 @@ async fn stream_breakpoints(
             .into_iter()
             .filter(|breakpoint| selects(breakpoint, &record.instance))
             .collect();
-        let ids: Vec<String> = breakpoints.iter().map(|b| b.id.clone()).collect();
+        let keys = plane.keys().verification.clone();
+        let ids = (
+            breakpoints.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
+            keys.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>(),
+        );
         let send = match &last_sent {
             None => version != known_version || known_version == 0,
             Some(previous) => *previous != ids,
@@ -245,7 +250,7 @@ async fn stream_breakpoints(
             let set = BreakpointSet {
                 version,
                 breakpoints,
-                keys: plane.verification_keys.clone(),
+                keys,
             };
             if sender.send(Ok(set)).await.is_err() {
                 return Ok(());

@@ -145,7 +145,13 @@ impl Authenticator {
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer <token>`"))?;
-        let principal = self.principal(bearer.trim()).await?;
+        self.authenticate(bearer.trim(), needed).await
+    }
+
+    /// The caller holding `bearer` (the token itself, without `Bearer `), if
+    /// it is valid and its role allows `needed`.
+    pub async fn authenticate(&self, bearer: &str, needed: Role) -> Result<Principal, Status> {
+        let principal = self.principal(bearer).await?;
         if !principal.role.allows(needed) {
             return Err(Status::permission_denied(format!(
                 "{} token cannot do this; it needs the {needed} role",

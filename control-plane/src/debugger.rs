@@ -12,9 +12,10 @@ use keyhole_proto::v1::debugger_service_server::DebuggerService;
 use keyhole_proto::v1::{
     ApiToken, Breakpoint, CloseSessionRequest, CreateTokenRequest, DeleteBreakpointRequest,
     GetBreakpointRequest, GetSnapshotRequest, ListBreakpointsRequest, ListBreakpointsResponse,
-    ListProbesRequest, ListProbesResponse, ListServicesRequest, ListServicesResponse, ListSessionsRequest,
-    ListSessionsResponse, ListSnapshotsResponse, ListTokensRequest, ListTokensResponse, OpenSessionRequest,
-    RevokeTokenRequest, Service, ServiceProbe, Session, SetBreakpointRequest, Snapshot, SnapshotFilter,
+    ListProbesRequest, ListProbesResponse, ListServicesRequest, ListServicesResponse, ListSessionKeysRequest,
+    ListSessionKeysResponse, ListSessionsRequest, ListSessionsResponse, ListSnapshotsResponse,
+    ListTokensRequest, ListTokensResponse, OpenSessionRequest, RevokeTokenRequest, RotateSessionKeysRequest,
+    Service, ServiceProbe, Session, SessionKey, SetBreakpointRequest, Snapshot, SnapshotFilter,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -60,6 +61,21 @@ fn session_message(record: &SessionRecord, token: String) -> Session {
 impl DebuggerApi {
     pub fn new(plane: Arc<ControlPlane>) -> Self {
         Self { plane }
+    }
+
+    async fn session_keys(&self) -> Result<Response<ListSessionKeysResponse>, Status> {
+        let signing = self.plane.keys().signer.key_id().to_owned();
+        let keys = stored!(self.plane.store.signing_keys())
+            .into_iter()
+            .rev()
+            .map(|key| SessionKey {
+                signing: key.key_id == signing,
+                key_id: key.key_id,
+                created_at_unix_ms: key.created_at,
+                retired_at_unix_ms: key.retired_at.unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(ListSessionKeysResponse { keys }))
     }
 
     /// Fills in what agents reported about a breakpoint: per-instance status
@@ -186,18 +202,18 @@ impl DebuggerService for DebuggerApi {
         }
         let now = now_ms();
         let expires_at = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let keys = self.plane.keys();
         let record = SessionRecord {
             id: ids::new_id("ses"),
             name: request.name,
             creator: principal.display_name(),
-            key_id: self.plane.signer.key_id().to_owned(),
+            key_id: keys.signer.key_id().to_owned(),
             created_at: now,
             expires_at,
             closed_at: None,
         };
         let expires_unix = u64::try_from(expires_at / 1000).unwrap_or(0);
-        let token = self
-            .plane
+        let token = keys
             .signer
             .sign(&record.id, expires_unix)
             .map_err(|e| Status::internal(format!("signing the session failed: {e}")))?;
@@ -423,6 +439,28 @@ impl DebuggerService for DebuggerApi {
             .map(|t| token_message(t, String::new()))
             .collect();
         Ok(Response::new(ListTokensResponse { tokens }))
+    }
+
+    async fn list_session_keys(
+        &self,
+        request: Request<ListSessionKeysRequest>,
+    ) -> Result<Response<ListSessionKeysResponse>, Status> {
+        self.plane.auth.check(&request, Role::Admin).await?;
+        self.session_keys().await
+    }
+
+    async fn rotate_session_keys(
+        &self,
+        request: Request<RotateSessionKeysRequest>,
+    ) -> Result<Response<ListSessionKeysResponse>, Status> {
+        let principal = self.plane.auth.check(&request, Role::Admin).await?;
+        let retire_previous = request.into_inner().retire_previous;
+        self.plane
+            .rotate_keys(retire_previous)
+            .await
+            .map_err(|e| storage_status(&e))?;
+        tracing::info!(by = %principal.display_name(), retire_previous, "session keys rotated");
+        self.session_keys().await
     }
 
     async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<ApiToken>, Status> {

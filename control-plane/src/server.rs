@@ -35,7 +35,7 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot load the control plane's state: {e}"))?;
 
     let max_message = config.limits.max_message_bytes;
-    let router = tonic::service::Routes::from(ui::router())
+    let router = tonic::service::Routes::from(ui::router(plane.clone()))
         .add_service(
             AgentServiceServer::new(AgentApi::new(plane.clone())).max_decoding_message_size(max_message),
         )

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use keyhole_proto::redaction::RedactionList;
 use keyhole_proto::token::SessionSigner;
 use keyhole_proto::v1::VerificationKey;
@@ -19,10 +21,8 @@ pub struct ControlPlane {
     pub auth: Authenticator,
     pub limits: ServerLimits,
     pub redaction: RedactionList,
-    /// Signs new sessions (the newest unretired key).
-    pub signer: SessionSigner,
-    /// Every unretired key, sent to agents.
-    pub verification_keys: Vec<VerificationKey>,
+    /// The session-signing keys in force; replaced whole when they rotate.
+    keys: ArcSwap<SessionKeys>,
     /// The breakpoint version; breakpoint streams wait on it.
     pub breakpoint_version: watch::Sender<u64>,
     /// The position of the newest stored snapshot; snapshot streams wait on it.
@@ -31,30 +31,50 @@ pub struct ControlPlane {
     connected: Mutex<HashMap<String, usize>>,
 }
 
-impl ControlPlane {
-    pub async fn new(store: Arc<dyn Store>, limits: ServerLimits) -> StoreResult<Arc<Self>> {
+/// The keys sessions are signed and verified with.
+pub struct SessionKeys {
+    /// Signs new sessions: the newest unretired key.
+    pub signer: SessionSigner,
+    /// Every unretired key, sent to agents.
+    pub verification: Vec<VerificationKey>,
+}
+
+impl SessionKeys {
+    /// The unretired keys of the store, creating the first one if there is none.
+    async fn load(store: &dyn Store) -> StoreResult<SessionKeys> {
         let mut keys = store.signing_keys().await?;
         keys.retain(|key| key.retired_at.is_none());
         if keys.is_empty() {
-            let key = SigningKeyRecord {
-                key_id: ids::new_id("key"),
-                secret: ids::random_secret(),
-                created_at: ids::now_ms(),
-                retired_at: None,
-            };
-            store.insert_signing_key(&key).await?;
-            keys.push(key);
+            keys.push(new_signing_key(store).await?);
         }
         let signers = keys
             .iter()
             .map(|key| SessionSigner::new(&key.key_id, &key.secret))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError(format!("stored signing key: {e}")))?;
-        let verification_keys = signers.iter().map(SessionSigner::verification_key).collect();
+        let verification = signers.iter().map(SessionSigner::verification_key).collect();
         let signer = signers
             .into_iter()
             .next_back()
             .ok_or_else(|| StoreError("no signing key".into()))?;
+        Ok(SessionKeys { signer, verification })
+    }
+}
+
+async fn new_signing_key(store: &dyn Store) -> StoreResult<SigningKeyRecord> {
+    let key = SigningKeyRecord {
+        key_id: ids::new_id("key"),
+        secret: ids::random_secret(),
+        created_at: ids::now_ms(),
+        retired_at: None,
+    };
+    store.insert_signing_key(&key).await?;
+    Ok(key)
+}
+
+impl ControlPlane {
+    pub async fn new(store: Arc<dyn Store>, limits: ServerLimits) -> StoreResult<Arc<Self>> {
+        let keys = SessionKeys::load(store.as_ref()).await?;
         let version = store.breakpoint_version().await?;
         let seq = store.last_snapshot_seq().await?;
         Ok(Arc::new(Self {
@@ -62,12 +82,31 @@ impl ControlPlane {
             store,
             limits,
             redaction: RedactionList::default(),
-            signer,
-            verification_keys,
+            keys: ArcSwap::from_pointee(keys),
             breakpoint_version: watch::channel(version).0,
             snapshot_seq: watch::channel(seq).0,
             connected: Mutex::new(HashMap::new()),
         }))
+    }
+
+    pub fn keys(&self) -> Arc<SessionKeys> {
+        self.keys.load_full()
+    }
+
+    /// Starts signing with a new key (optionally retiring all others) and
+    /// sends agents the new key list.
+    pub async fn rotate_keys(&self, retire_previous: bool) -> StoreResult<()> {
+        let key = new_signing_key(self.store.as_ref()).await?;
+        if retire_previous {
+            self.store
+                .retire_signing_keys_except(&key.key_id, ids::now_ms())
+                .await?;
+        }
+        self.keys
+            .store(Arc::new(SessionKeys::load(self.store.as_ref()).await?));
+        let version = self.store.bump_breakpoint_version().await?;
+        self.breakpoints_changed(version);
+        Ok(())
     }
 
     /// Tells breakpoint streams that the state moved to `version`.

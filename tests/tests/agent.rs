@@ -97,6 +97,7 @@ struct Debugging {
     agent: Agent,
     session_id: String,
     session: TrustedSession,
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -122,6 +123,7 @@ impl Debugging {
         let session = TrustedSession::from_token(opened["token"].as_str().unwrap()).expect("token verifies");
         Debugging {
             session_id: opened["id"].as_str().unwrap().to_owned(),
+            token: opened["token"].as_str().unwrap().to_owned(),
             session,
             server,
             agent,
@@ -357,6 +359,7 @@ fn every_accepted_snapshot_is_stored_once_across_a_control_plane_crash() {
         session_id,
         session,
         _dir: dir,
+        ..
     } = debugging;
     let listen = server.listen_addr().to_owned();
     let hits = |duration: Duration| {
@@ -410,4 +413,53 @@ fn every_accepted_snapshot_is_stored_once_across_a_control_plane_crash() {
             "refusals are counted: {detail:#}"
         );
     }
+}
+
+#[test]
+fn rotated_session_keys_reach_the_agent_without_a_restart() {
+    let _turn = one_agent();
+    let debugging = Debugging::start();
+    let old_token = debugging.token.clone();
+    let open = |server: &Server| {
+        let opened = server.cli(&["session", "open", "-o", "json"]).json();
+        opened["token"].as_str().unwrap().to_owned()
+    };
+
+    debugging.cli(&["keys", "rotate"]).ok();
+    let new_token = open(&debugging.server);
+    assert_ne!(
+        new_token.split('.').nth(1),
+        old_token.split('.').nth(1),
+        "new sessions use the new key"
+    );
+    let received = wait_until(PUSH_TIMEOUT, || TrustedSession::from_token(&new_token).is_ok());
+    assert!(received, "the agent verifies sessions of the new key");
+    assert!(
+        TrustedSession::from_token(&old_token).is_ok(),
+        "sessions of the previous key still work"
+    );
+
+    let keys = debugging
+        .cli(&["keys", "rotate", "--retire-previous", "-o", "json"])
+        .json();
+    let states: Vec<bool> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["retired_at_unix_ms"] == 0)
+        .collect();
+    assert_eq!(
+        states,
+        [true, false, false],
+        "only the newest key is left: {keys:#}"
+    );
+    let retired = wait_until(PUSH_TIMEOUT, || TrustedSession::from_token(&old_token).is_err());
+    assert!(
+        retired,
+        "a retired key's sessions stop verifying in the running agent"
+    );
+    assert!(TrustedSession::from_token(&new_token).is_err());
+    let newest = open(&debugging.server);
+    assert!(wait_until(PUSH_TIMEOUT, || TrustedSession::from_token(&newest).is_ok()));
+    debugging.flush();
 }

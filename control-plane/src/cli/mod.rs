@@ -15,8 +15,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyhole_proto::v1::{
     BaggageFilter, CaptureLimits, CloseSessionRequest, CreateTokenRequest, DeleteBreakpointRequest,
     GetBreakpointRequest, GetSnapshotRequest, ListBreakpointsRequest, ListProbesRequest, ListServicesRequest,
-    ListSessionsRequest, ListTokensRequest, OpenSessionRequest, RevokeTokenRequest, SetBreakpointRequest,
-    SnapshotFilter,
+    ListSessionKeysRequest, ListSessionsRequest, ListTokensRequest, OpenSessionRequest, RevokeTokenRequest,
+    RotateSessionKeysRequest, SetBreakpointRequest, SnapshotFilter,
 };
 
 use crate::config::{ServerConfig, ServerLimits, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
@@ -104,6 +104,25 @@ pub enum Command {
         verb: TokenVerb,
         #[command(flatten)]
         global: GlobalArgs,
+    },
+    /// Session-signing keys (admin only).
+    Keys {
+        #[command(subcommand)]
+        verb: KeysVerb,
+        #[command(flatten)]
+        global: GlobalArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysVerb {
+    /// List signing keys, newest first.
+    List,
+    /// Sign new sessions with a new key; agents receive it without restarting.
+    Rotate {
+        /// Also retire every previous key: sessions signed with them stop working at once.
+        #[arg(long)]
+        retire_previous: bool,
     },
 }
 
@@ -370,6 +389,7 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Break { verb, global } => (global, Action::Break(verb)),
         Command::Snapshots { verb, global } => (global, Action::Snapshots(verb)),
         Command::Token { verb, global } => (global, Action::Token(verb)),
+        Command::Keys { verb, global } => (global, Action::Keys(verb)),
     };
     let out = Output::new(global.output);
     // Check what can be checked before connecting, so typos fail fast.
@@ -385,6 +405,7 @@ enum Action {
     Break(BreakVerb),
     Snapshots(SnapshotsVerb),
     Token(TokenVerb),
+    Keys(KeysVerb),
 }
 
 /// A command whose arguments have been checked, ready to send.
@@ -404,6 +425,8 @@ enum Prepared {
     CreateToken(CreateTokenRequest),
     ListTokens,
     RevokeToken(RevokeTokenRequest),
+    ListKeys,
+    RotateKeys(RotateSessionKeysRequest),
 }
 
 impl Action {
@@ -444,6 +467,10 @@ impl Action {
             }
             Action::Token(TokenVerb::List) => Prepared::ListTokens,
             Action::Token(TokenVerb::Revoke { id }) => Prepared::RevokeToken(RevokeTokenRequest { id }),
+            Action::Keys(KeysVerb::List) => Prepared::ListKeys,
+            Action::Keys(KeysVerb::Rotate { retire_previous }) => {
+                Prepared::RotateKeys(RotateSessionKeysRequest { retire_previous })
+            }
         })
     }
 }
@@ -500,6 +527,14 @@ impl Prepared {
             }
             Prepared::RevokeToken(request) => {
                 out.token_revoked(&client::call(api.revoke_token(request)).await?)
+            }
+            Prepared::ListKeys => out.keys(
+                &client::call(api.list_session_keys(ListSessionKeysRequest {}))
+                    .await?
+                    .keys,
+            ),
+            Prepared::RotateKeys(request) => {
+                out.keys(&client::call(api.rotate_session_keys(request)).await?.keys)
             }
         }
     }

@@ -7,7 +7,7 @@ use std::io::Write as _;
 
 use keyhole_proto::v1::{
     value::Kind, ApiToken, Breakpoint, BreakpointState, DropReason, InstanceStatus, Service, ServiceProbe,
-    Session, Snapshot, TruncationReason, Value,
+    Session, SessionKey, Snapshot, TruncationReason, Value,
 };
 use serde::Serialize;
 
@@ -469,6 +469,27 @@ impl Output {
                 "token  {}\nrole   {}\nsecret {}\n\nThe secret is shown only now. Use it as KEYHOLE_TOKEN.\n",
                 token.id, token.role, token.secret
             )
+        })
+    }
+
+    pub fn keys(&self, keys: &[SessionKey]) -> Result<(), String> {
+        self.emit(keys, || {
+            let mut table = Table::new(&["KEY", "CREATED", "STATE"]);
+            for key in keys {
+                let state = if key.retired_at_unix_ms != 0 {
+                    "retired"
+                } else if key.signing {
+                    "signing"
+                } else {
+                    "verifying"
+                };
+                table.row(vec![
+                    key.key_id.clone(),
+                    timestamp(key.created_at_unix_ms),
+                    state.into(),
+                ]);
+            }
+            table.render()
         })
     }
 

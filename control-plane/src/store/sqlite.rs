@@ -162,6 +162,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn retire_signing_keys_except(&self, keep: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE key_id <> ? AND retired_at IS NULL")
+            .bind(at)
+            .bind(keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn bump_breakpoint_version(&self) -> StoreResult<u64> {
+        let version: i64 = sqlx::query_scalar(BUMP_VERSION).fetch_one(&self.pool).await?;
+        Ok(version.max(0) as u64)
+    }
+
     async fn token_count(&self) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
             .fetch_one(&self.pool)
