@@ -218,6 +218,13 @@ async fn forged_sessions_capture_nothing_and_the_real_token_captures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_session_captures_in_both_services_within_one_trace() {
     let shop = Shop::start();
+    let probes = shop.server.cli(&["probes", "list"]);
+    for probe in ["checkout.priced", "checkout.decided", "inventory.stock"] {
+        assert!(
+            probes.ok().contains(probe),
+            "both services' probes are listed: {probes:?}"
+        );
+    }
     let (id, token) = shop.open_session("30m");
     let frontend_bp = shop.set("shop-frontend", "checkout.priced", &id, &[]);
     let inventory_bp = shop.set("shop-inventory", "inventory.stock", &id, &[]);
@@ -247,6 +254,22 @@ async fn one_session_captures_in_both_services_within_one_trace() {
     assert_eq!(
         inventory["parent_span_id"], frontend["span_id"],
         "the inventory's span is the frontend's child"
+    );
+    let session = shop
+        .server
+        .cli(&["snapshots", "list", "--session", &id, "-o", "json"])
+        .json();
+    let mut services: Vec<&str> = session
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    services.sort_unstable();
+    assert_eq!(
+        services,
+        ["shop-frontend", "shop-inventory"],
+        "exactly the session's snapshots, from both services"
     );
 
     let shown = shop
