@@ -24,7 +24,7 @@ use opentelemetry::{Context, KeyValue};
 
 use crate::propagation::{Baggage, HeaderError, MalformedReports, Report, TraceParent};
 use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
-use crate::trace::{open_span, LinkedTrace};
+use crate::trace::{open_span, parse_span_id, LinkedTrace, SPAN_BAGGAGE_KEY};
 
 /// Malformed headers are logged at most once per interval per kind.
 static MALFORMED: MalformedReports = MalformedReports::new();
@@ -279,11 +279,12 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
 
     let mut cx = base.clone();
     if trusted {
-        cx = open_span(cx, parent.as_ref().zip(state));
+        let caller_span = baggage.get(SPAN_BAGGAGE_KEY).and_then(parse_span_id);
+        cx = open_span(cx, parent.as_ref().zip(state), caller_span);
         let entries: Vec<KeyValue> = baggage
             .entries()
             .iter()
-            .filter(|entry| entry.key != SESSION_BAGGAGE_KEY)
+            .filter(|entry| entry.key != SESSION_BAGGAGE_KEY && entry.key != SPAN_BAGGAGE_KEY)
             .map(|entry| KeyValue::new(entry.key.clone(), entry.value.clone()))
             .collect();
         if !entries.is_empty() {
@@ -300,7 +301,7 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
             );
             cx = cx.with_value(LinkedTrace(caller));
         }
-        cx = open_span(cx, None);
+        cx = open_span(cx, None, None);
     }
     if let Some((session, token)) = session {
         // Kept as baggage so the session follows the request to downstream services.

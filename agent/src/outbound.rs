@@ -8,10 +8,13 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::Context;
 
 use crate::propagation::{Baggage, TraceParent};
-use crate::trace::{RequestSpan, TraceStateHeader};
+use crate::session::TrustedSession;
+use crate::trace::{new_span_id, RequestSpan, TraceStateHeader, SPAN_BAGGAGE_KEY};
 
 /// Writes `traceparent`, `tracestate` and `baggage` for `cx` into `headers`,
-/// replacing any there. The current span is the callee's parent.
+/// replacing any there. Each call gets its own span id as the callee's
+/// `parent-id`; for a debug session's requests the current span is also
+/// named in baggage, so the callee's snapshots order under this request's.
 ///
 /// ```
 /// let mut headers = http::HeaderMap::new();
@@ -24,10 +27,11 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
     }
     let span = cx.span();
     let context = span.span_context();
+    let mut baggage = Baggage::new();
     if context.is_valid() {
         let parent = TraceParent::new(
             context.trace_id().to_bytes(),
-            context.span_id().to_bytes(),
+            new_span_id().to_bytes(),
             context.trace_flags().to_u8(),
         );
         if let Ok(parent) = parent {
@@ -46,7 +50,9 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
             }
         }
     }
-    let mut baggage = Baggage::new();
+    if context.is_valid() && cx.get::<TrustedSession>().is_some() {
+        let _ = baggage.insert(SPAN_BAGGAGE_KEY, &context.span_id().to_string());
+    }
     for (key, (value, _)) in cx.baggage().iter() {
         // Entries that would break the limits are left out rather than cut.
         let _ = baggage.insert(key.as_str(), value.as_str().as_ref());
@@ -145,10 +151,19 @@ mod tests {
         );
         assert!(
             !traceparent.contains("00f067aa0ba902b7"),
-            "the callee's parent is this service's span"
+            "the callee's parent is a span of this service"
         );
         assert!(traceparent.ends_with("-01"));
         assert_eq!(outgoing["tracestate"], "congo=t61rcWkgMzE");
-        assert_eq!(outgoing["baggage"], "tenant.id=acme");
+        assert_eq!(
+            outgoing["baggage"], "tenant.id=acme",
+            "no span is named outside a debug session"
+        );
+        let mut again = HeaderMap::new();
+        inject_context(&cx, &mut again);
+        assert_ne!(
+            again["traceparent"], outgoing["traceparent"],
+            "each call has its own parent-id"
+        );
     }
 }

@@ -9,6 +9,12 @@ use opentelemetry::Context;
 
 use crate::propagation::{TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
 
+/// The baggage entry that names the caller's request span on calls made for
+/// a debug session. Each outbound call has its own `parent-id` (as W3C Trace
+/// Context asks), so without this a downstream snapshot could not name the
+/// upstream request it belongs under in the session timeline.
+pub const SPAN_BAGGAGE_KEY: &str = "keyhole.span";
+
 /// The span a request is served in, as the agent's inbound layer opened it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestSpan {
@@ -63,7 +69,11 @@ pub fn new_span_id() -> SpanId {
 /// Opens the request's span: a child of `parent` when there is one to
 /// continue, else the root of a new trace (whose id is random, as the
 /// random-trace-id flag then says).
-pub fn open_span(cx: Context, parent: Option<(&TraceParent, Option<String>)>) -> Context {
+pub fn open_span(
+    cx: Context,
+    parent: Option<(&TraceParent, Option<String>)>,
+    caller_span: Option<SpanId>,
+) -> Context {
     let known_flags = TRACE_FLAG_SAMPLED | TRACE_FLAG_RANDOM_TRACE_ID;
     let (trace_id, parent_span_id, flags, state) = match parent {
         Some((parent, state)) => (
@@ -87,7 +97,11 @@ pub fn open_span(cx: Context, parent: Option<(&TraceParent, Option<String>)>) ->
     let span = RequestSpan {
         trace_id,
         span_id: new_span_id(),
-        parent_span_id,
+        // The caller's request span, when it named one, is the parent that
+        // snapshots can be ordered by; else the caller's call span.
+        parent_span_id: caller_span
+            .filter(|_| parent_span_id.is_some())
+            .or(parent_span_id),
     };
     let context = SpanContext::new(trace_id, span.span_id, flags, true, otel_state);
     let cx = cx.with_remote_span_context(context).with_value(span);
@@ -116,4 +130,17 @@ pub fn current_ids(cx: &Context) -> (String, String, String) {
         context.span_id().to_string(),
         parent,
     )
+}
+
+/// A span id in its W3C form, 16 lowercase hex digits, not all zero.
+pub fn parse_span_id(text: &str) -> Option<SpanId> {
+    if text.len() != 16
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let id = SpanId::from_hex(text).ok()?;
+    (id != SpanId::INVALID).then_some(id)
 }

@@ -9,8 +9,8 @@
 //!
 //! ```sh
 //! cargo run -p w3c-conformance -- --listen 127.0.0.1:7777
-//! # in a checkout of w3c/trace-context/test:
-//! STRICT_LEVEL=2 python3 test.py http://127.0.0.1:7777/test
+//! # in a checkout of w3c/trace-context/test (its own callback server needs another port):
+//! STRICT_LEVEL=2 SPEC_LEVEL=2 HARNESS_HOST=127.0.0.1 HARNESS_PORT=7778 python3 test.py http://127.0.0.1:7777/test
 //! ```
 
 use std::net::SocketAddr;
