@@ -20,6 +20,10 @@
 /// }
 /// checkout(&Cart { items: vec!["sku-1".into()], total_cents: 1299 }, 7);
 /// ```
+///
+/// With the crate feature `compiled-out`, `probe!` expands to nothing at all:
+/// no static, no load, no arguments evaluated.
+#[cfg(not(feature = "compiled-out"))]
 #[macro_export]
 macro_rules! probe {
     ($label:literal $(,)?) => {
@@ -27,6 +31,15 @@ macro_rules! probe {
     };
     ($label:literal, $($rest:tt)+) => {
         $crate::__probe_args!($label; []; []; $($rest)+)
+    };
+}
+
+/// `probe!` compiled out (crate feature `compiled-out`): expands to nothing.
+#[cfg(feature = "compiled-out")]
+#[macro_export]
+macro_rules! probe {
+    ($($anything:tt)*) => {
+        ()
     };
 }
 
