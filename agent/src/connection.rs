@@ -111,16 +111,7 @@ impl Uploader {
             .map(|pending| {
                 bytes += pending.bytes;
                 let mut snapshot = pending.snapshot;
-                let max_frames = core
-                    .installed()
-                    .current()
-                    .iter()
-                    .find(|bp| bp.id() == snapshot.breakpoint_id)
-                    .and_then(|bp| bp.definition.limits)
-                    .map_or(keyhole_proto::limits::DEFAULT_MAX_FRAMES, |limits| {
-                        limits.max_frames
-                    });
-                snapshot.stack = self.symbolizer.resolve(&pending.stack, max_frames as usize);
+                snapshot.stack = self.symbolizer.resolve(&pending.stack, pending.max_frames);
                 snapshot
             })
             .collect();

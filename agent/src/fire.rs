@@ -211,6 +211,7 @@ fn take_snapshot(
     reservation.send(PendingSnapshot {
         snapshot,
         stack,
+        max_frames: limits.max_frames as usize,
         bytes,
     });
     breakpoint.taken.fetch_add(1, Ordering::Relaxed);

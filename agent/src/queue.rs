@@ -19,6 +19,8 @@ pub const PENDING_OVERHEAD_BYTES: usize = std::mem::size_of::<PendingSnapshot>()
 pub struct PendingSnapshot {
     pub snapshot: Snapshot,
     pub stack: StackAddresses,
+    /// Frames to keep when the stack is resolved (the breakpoint's limit).
+    pub max_frames: usize,
     /// What this snapshot counts against the byte budget.
     pub bytes: usize,
 }
@@ -144,6 +146,7 @@ mod tests {
         PendingSnapshot {
             snapshot: Snapshot::default(),
             stack: StackAddresses::default(),
+            max_frames: 0,
             bytes,
         }
     }

@@ -43,7 +43,7 @@ impl OfflineAgent {
         while let Some(pending) = self.receiver.try_recv() {
             self.receiver.release(pending.bytes);
             let mut snapshot = pending.snapshot;
-            snapshot.stack = self.symbolizer.resolve(&pending.stack, crate::stack::MAX_FRAMES);
+            snapshot.stack = self.symbolizer.resolve(&pending.stack, pending.max_frames);
             snapshots.push(snapshot);
         }
         snapshots
