@@ -2,17 +2,15 @@
 //! same run:
 //! - a disabled `probe!` beside a disabled `tracing::event!`;
 //! - an armed probe hit by a request without the breakpoint's session;
-//! - capture of a 10-field nested struct beside `serde_json::to_vec` of it;
 //! - a whole matching hit: session check, budgets, capture, stack, enqueue.
 //!
-//! Run: `cargo bench -p keyhole --bench probe`.
+//! Capture beside `serde_json::to_vec` is in `benches/capture.rs`.
+//! Run both: `cargo bench -p keyhole`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use keyhole::capture::Capturer;
 use keyhole::TrustedSession;
-use keyhole_proto::redaction::RedactionList;
 use keyhole_proto::token::SessionSigner;
 use keyhole_proto::v1::{Breakpoint, CaptureLimits};
 use serde::Serialize;
@@ -96,27 +94,6 @@ fn disabled(c: &mut Criterion) {
     group.finish();
 }
 
-fn capture(c: &mut Criterion) {
-    let order = order();
-    let limits = keyhole_proto::limits::default_capture_limits();
-    let redaction = RedactionList::default();
-    let mut group = c.benchmark_group("capture_10_field_struct");
-    group.bench_function("serde_json_to_vec_baseline", |b| {
-        b.iter(|| {
-            serde_json::to_vec(black_box(&order))
-                .map(|v| v.len())
-                .unwrap_or(0)
-        })
-    });
-    group.bench_function("keyhole_capture", |b| {
-        b.iter(|| {
-            let mut capturer = Capturer::new(&limits, &redaction);
-            black_box(capturer.variable("order", |c| c.serialize(black_box(&order))))
-        })
-    });
-    group.finish();
-}
-
 fn armed(c: &mut Criterion) {
     let signer = SessionSigner::new("bench-key", &[7; 32]).expect("key");
     let mut agent = keyhole::Agent::builder()
@@ -193,5 +170,5 @@ fn armed(c: &mut Criterion) {
 /// Whole hits timed one by one for the percentiles.
 const WHOLE_HIT_SAMPLES: usize = 20_000;
 
-criterion_group!(benches, disabled, capture, armed);
+criterion_group!(benches, disabled, armed);
 criterion_main!(benches);

@@ -7,6 +7,11 @@
 //! are all `accesstoken`.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Longest name normalised on the stack; longer ASCII names are compared
+/// against the list's longest entry first and usually rejected without work.
+const STACK_NAME_BYTES: usize = 64;
 
 /// The default sensitive identifiers, one normalised name a line.
 const DEFAULT_IDENTIFIERS: &str = include_str!("redacted-identifiers.txt");
@@ -24,18 +29,44 @@ pub fn normalize(name: &str) -> String {
         .collect()
 }
 
+/// FNV-1a: the names are short and not attacker-chosen keys of a map we
+/// grow, so a fast non-keyed hash is right here (capture asks once a field).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
 /// The set of normalised names to redact: the default list plus additions,
 /// minus exclusions.
 #[derive(Debug, Clone)]
 pub struct RedactionList {
-    names: HashSet<String>,
+    names: HashSet<String, BuildHasherDefault<Fnv>>,
+    /// Bit `n` is set when some name on the list is `n` bytes long (`n` < 64):
+    /// most field names are rejected by length alone.
+    lengths: u64,
+    longest: usize,
 }
 
 impl Default for RedactionList {
     fn default() -> Self {
-        Self {
-            names: default_identifiers().map(str::to_owned).collect(),
-        }
+        Self::from_names(default_identifiers().map(str::to_owned))
     }
 }
 
@@ -57,17 +88,52 @@ impl RedactionList {
         E: IntoIterator,
         E::Item: AsRef<str>,
     {
-        let mut list = Self::default();
-        list.names.extend(add.into_iter().map(|n| normalize(n.as_ref())));
+        let mut names: HashSet<String> = default_identifiers().map(str::to_owned).collect();
+        names.extend(add.into_iter().map(|n| normalize(n.as_ref())));
         for name in exclude {
-            list.names.remove(&normalize(name.as_ref()));
+            names.remove(&normalize(name.as_ref()));
         }
-        list
+        Self::from_names(names.into_iter().filter(|n| !n.is_empty()))
     }
 
-    /// Whether values named `name` must not be captured.
+    fn from_names(names: impl IntoIterator<Item = String>) -> Self {
+        let names: HashSet<String, BuildHasherDefault<Fnv>> = names.into_iter().collect();
+        let lengths = names
+            .iter()
+            .filter(|n| n.len() < 64)
+            .fold(0u64, |bits, n| bits | (1 << n.len()));
+        let longest = names.iter().map(String::len).max().unwrap_or(0);
+        Self {
+            names,
+            lengths,
+            longest,
+        }
+    }
+
+    /// Whether values named `name` must not be captured. ASCII names (nearly
+    /// all field names) are normalised on the stack, without allocating.
     pub fn is_redacted(&self, name: &str) -> bool {
-        self.names.contains(&normalize(name))
+        if !name.is_ascii() {
+            return self.names.contains(&normalize(name));
+        }
+        let mut buffer = [0u8; STACK_NAME_BYTES];
+        let mut len = 0;
+        for byte in name.bytes() {
+            if matches!(byte, b'_' | b'-' | b'$' | b'@') {
+                continue;
+            }
+            if len == self.longest.min(STACK_NAME_BYTES) {
+                // Longer than every listed name, or than the stack buffer.
+                return self.longest > STACK_NAME_BYTES && self.names.contains(&normalize(name));
+            }
+            buffer[len] = byte.to_ascii_lowercase();
+            len += 1;
+        }
+        if len < 64 && self.lengths & (1 << len) == 0 {
+            return false;
+        }
+        // ASCII in, ASCII out: the buffer is valid UTF-8.
+        std::str::from_utf8(&buffer[..len]).is_ok_and(|normalised| self.names.contains(normalised))
     }
 }
 
@@ -103,6 +169,18 @@ mod tests {
         assert!(list.is_redacted("Access_Token"));
         assert!(list.is_redacted("accessToken"));
         assert!(list.is_redacted("ACCESS-TOKEN"));
+    }
+
+    #[test]
+    fn long_and_non_ascii_names_are_compared_like_short_ones() {
+        let long = "a_very_long_operator_defined_secret_name_that_is_over_sixty_four_bytes_long";
+        let list = RedactionList::with_changes([long], [""; 0]);
+        assert!(list.is_redacted(&long.to_uppercase()));
+        assert!(!list.is_redacted("a_very_long_name_that_is_not_on_the_list_and_keeps_going_past_sixty_four"));
+        let unicode = RedactionList::with_changes(["pässwort"], [""; 0]);
+        assert!(unicode.is_redacted("PÄSS_WORT"));
+        assert!(!RedactionList::default().is_redacted(""));
+        assert!(!RedactionList::default().is_redacted("passwordx"));
     }
 
     #[test]

@@ -20,42 +20,50 @@ impl SnapshotBudget {
         Self { used: 0, max }
     }
 
+    #[inline]
     pub(crate) fn used(&self) -> usize {
         self.used
     }
 
     /// Whether nothing more may be captured; checked before each value is walked.
+    #[inline]
     pub(crate) fn exhausted(&self) -> bool {
         self.used >= self.max
     }
 
     /// Bytes left before the cap, which bounds how much of a string may still be copied.
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.max.saturating_sub(self.used)
     }
 
+    #[inline]
     pub(crate) fn charge(&mut self, bytes: usize) {
         self.used += bytes;
     }
 
+    #[inline]
     pub(crate) fn mark(&self) -> Mark {
         Mark(self.used)
     }
 
     /// Forgets what was charged since `mark`: the part built since then was thrown away (a user's
     /// `Serialize` failed or panicked half-way).
+    #[inline]
     pub(crate) fn rewind(&mut self, mark: Mark) {
         self.used = mark.0;
     }
 
     /// Charges the key and length prefix of a length-delimited field whose content is everything charged
     /// since `mark`. Closing a message in its parent field always looks like this, whatever the message.
+    #[inline]
     pub(crate) fn close(&mut self, mark: Mark) {
         let content = self.used - mark.0;
         self.used += KEY_BYTES + varint_len(content as u64);
     }
 
     /// Charges a whole message of `content` bytes as one field (key, length, content).
+    #[inline]
     pub(crate) fn charge_message(&mut self, content: usize) {
         self.used += delimited(content);
     }
@@ -65,17 +73,20 @@ impl SnapshotBudget {
 const KEY_BYTES: usize = 1;
 
 /// Bytes of `value` as a protobuf varint.
+#[inline]
 pub(crate) fn varint_len(value: u64) -> usize {
     // Each byte carries 7 bits; `| 1` makes zero take one byte like any other small number.
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Bytes of a length-delimited field holding `content` bytes.
+#[inline]
 pub(crate) fn delimited(content: usize) -> usize {
     KEY_BYTES + varint_len(content as u64) + content
 }
 
 /// Bytes of a proto3 `string` field: nothing at all when empty.
+#[inline]
 pub(crate) fn string_field(text: &str) -> usize {
     if text.is_empty() {
         0
@@ -85,6 +96,7 @@ pub(crate) fn string_field(text: &str) -> usize {
 }
 
 /// Bytes of a proto3 `uint64` field (or an enum number): nothing at all when zero.
+#[inline]
 pub(crate) fn uint_field(value: u64) -> usize {
     if value == 0 {
         0
@@ -95,6 +107,7 @@ pub(crate) fn uint_field(value: u64) -> usize {
 
 /// Bytes of a `Value` holding a varint scalar (`bool`, `uint`, the `Null` enum, or zigzagged `int`).
 /// A oneof member is written even when it holds zero.
+#[inline]
 pub(crate) fn varint_value(value: u64) -> usize {
     KEY_BYTES + varint_len(value)
 }
@@ -103,6 +116,7 @@ pub(crate) fn varint_value(value: u64) -> usize {
 pub(crate) const FLOAT_VALUE: usize = KEY_BYTES + 8;
 
 /// Protobuf's `sint64` zigzag encoding, so small negative numbers stay small.
+#[inline]
 pub(crate) fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
@@ -333,7 +347,7 @@ mod tests {
             let mut capturer = Capturer::new(&limits, &redaction);
             let captured = capturer.serialize(&value);
             prop_assert_eq!(capturer.bytes_used(), value_len(&captured));
-            prop_assert!(crate::capture::tests::within_limits(&captured, &limits));
+            prop_assert!(crate::capture::testing::within_limits(&captured, &limits));
         }
     }
 }

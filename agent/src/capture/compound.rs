@@ -1,8 +1,8 @@
-//! Containers built while serde walks them: lists, structs and maps, and the enum header around a variant's
-//! payload. Each one applies its count limit and the snapshot budget per element, before the element is
-//! walked; an element past a limit is only counted.
+//! Lists and structs built while serde walks them, and the enum header around a variant's payload. Each
+//! applies its count limit and the snapshot budget per element, before the element is walked; an element
+//! past a limit is only counted. (Maps, which also capture keys, are in `map`.)
 
-use keyhole_proto::v1::{value::Kind, Enum, Field, List, Map, MapEntry, Struct, Value};
+use keyhole_proto::v1::{value::Kind, Enum, Field, List, Struct, Value};
 use serde::ser::{self, Serialize};
 
 use super::budget::{string_field, uint_field, Mark, SnapshotBudget};
@@ -14,17 +14,19 @@ use super::Capturer;
 /// one `Truncated { SNAPSHOT_BYTES }` marker (so the reason is visible where the cut happened) and every
 /// later element is only counted as omitted. The overshoot is thus one small marker per open container.
 #[derive(Debug, Default)]
-struct BudgetGate {
+pub(crate) struct BudgetGate {
     marker_placed: bool,
 }
 
 impl BudgetGate {
-    fn admits(&self, budget: &SnapshotBudget) -> bool {
+    #[inline]
+    pub(crate) fn admits(&self, budget: &SnapshotBudget) -> bool {
         !(self.marker_placed && budget.exhausted())
     }
 
     /// Called just before an element's value is captured: on a spent budget that value is the marker.
-    fn note(&mut self, budget: &SnapshotBudget) {
+    #[inline]
+    pub(crate) fn note(&mut self, budget: &SnapshotBudget) {
         if budget.exhausted() {
             self.marker_placed = true;
         }
@@ -134,61 +136,31 @@ impl<'s, 'a> ListBuilder<'s, 'a> {
     }
 }
 
-impl ser::SerializeSeq for ListBuilder<'_, '_> {
-    type Ok = Value;
-    type Error = CaptureFailure;
+/// serde has one trait per container shape and one per method name; for a list they all push an item.
+macro_rules! list_shapes {
+    ($($shape:ident :: $method:ident),*) => {$(
+        impl ser::$shape for ListBuilder<'_, '_> {
+            type Ok = Value;
+            type Error = CaptureFailure;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
-        self.push(item);
-        Ok(())
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
+                self.push(item);
+                Ok(())
+            }
 
-    fn end(self) -> Result<Value, CaptureFailure> {
-        Ok(self.finish())
-    }
+            fn end(self) -> Result<Value, CaptureFailure> {
+                Ok(self.finish())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for ListBuilder<'_, '_> {
-    type Ok = Value;
-    type Error = CaptureFailure;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
-        self.push(item);
-        Ok(())
-    }
-
-    fn end(self) -> Result<Value, CaptureFailure> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleStruct for ListBuilder<'_, '_> {
-    type Ok = Value;
-    type Error = CaptureFailure;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
-        self.push(item);
-        Ok(())
-    }
-
-    fn end(self) -> Result<Value, CaptureFailure> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleVariant for ListBuilder<'_, '_> {
-    type Ok = Value;
-    type Error = CaptureFailure;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
-        self.push(item);
-        Ok(())
-    }
-
-    fn end(self) -> Result<Value, CaptureFailure> {
-        Ok(self.finish())
-    }
-}
+list_shapes!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 /// A struct, or a struct-variant payload.
 pub(crate) struct StructBuilder<'s, 'a> {
@@ -267,205 +239,60 @@ impl<'s, 'a> StructBuilder<'s, 'a> {
     }
 }
 
-impl ser::SerializeStruct for StructBuilder<'_, '_> {
-    type Ok = Value;
-    type Error = CaptureFailure;
+/// A struct and a struct variant's payload are filled alike.
+macro_rules! struct_shapes {
+    ($($shape:ident),*) => {$(
+        impl ser::$shape for StructBuilder<'_, '_> {
+            type Ok = Value;
+            type Error = CaptureFailure;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        field_value: &T,
-    ) -> Result<(), CaptureFailure> {
-        self.field(name, field_value);
-        Ok(())
-    }
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                name: &'static str,
+                field_value: &T,
+            ) -> Result<(), CaptureFailure> {
+                self.field(name, field_value);
+                Ok(())
+            }
 
-    fn end(self) -> Result<Value, CaptureFailure> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeStructVariant for StructBuilder<'_, '_> {
-    type Ok = Value;
-    type Error = CaptureFailure;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        field_value: &T,
-    ) -> Result<(), CaptureFailure> {
-        self.field(name, field_value);
-        Ok(())
-    }
-
-    fn end(self) -> Result<Value, CaptureFailure> {
-        Ok(self.finish())
-    }
-}
-
-/// A map. serde hands over a key and then its value, so the key's fate (captured, skipped, redacting its
-/// value) waits here until the value arrives.
-pub(crate) struct MapBuilder<'s, 'a> {
-    capturer: &'s mut Capturer<'a>,
-    start: Mark,
-    entry_depth: u32,
-    max_depth: u32,
-    entries: Vec<MapEntry>,
-    omitted: u64,
-    gate: BudgetGate,
-    pending: PendingKey,
-}
-
-enum PendingKey {
-    None,
-    /// The entry is past a limit: its value is skipped unseen.
-    Skip,
-    Entry {
-        start: Mark,
-        /// `None` when the budget was spent before the key: the entry is only the budget marker.
-        key: Option<Value>,
-        redacted: bool,
-    },
-}
-
-impl<'s, 'a> MapBuilder<'s, 'a> {
-    pub(crate) fn start(capturer: &'s mut Capturer<'a>, depth: u32, max_depth: u32, len_hint: usize) -> Self {
-        let start = capturer.budget.mark();
-        let entries = Vec::with_capacity(len_hint.min(capturer.limits.max_items));
-        Self {
-            capturer,
-            start,
-            entry_depth: depth + 1,
-            max_depth,
-            entries,
-            omitted: 0,
-            gate: BudgetGate::default(),
-            pending: PendingKey::None,
+            fn end(self) -> Result<Value, CaptureFailure> {
+                Ok(self.finish())
+            }
         }
-    }
+    )*};
 }
 
-impl ser::SerializeMap for MapBuilder<'_, '_> {
-    type Ok = Value;
-    type Error = CaptureFailure;
-
-    fn serialize_key<K: Serialize + ?Sized>(&mut self, key: &K) -> Result<(), CaptureFailure> {
-        if self.entries.len() >= self.capturer.limits.max_items || !self.gate.admits(&self.capturer.budget) {
-            self.omitted += 1;
-            self.pending = PendingKey::Skip;
-            return Ok(());
-        }
-        let start = self.capturer.budget.mark();
-        let mut redacted = false;
-        let key = if self.capturer.budget.exhausted() {
-            None
-        } else {
-            let key_start = self.capturer.budget.mark();
-            let captured = self.capturer.map_key(key, self.entry_depth, &mut redacted);
-            self.capturer.budget.close(key_start);
-            Some(captured)
-        };
-        self.pending = PendingKey::Entry { start, key, redacted };
-        Ok(())
-    }
-
-    fn serialize_value<V: Serialize + ?Sized>(&mut self, entry_value: &V) -> Result<(), CaptureFailure> {
-        let (start, key, redacted) = match std::mem::replace(&mut self.pending, PendingKey::None) {
-            PendingKey::Skip => return Ok(()),
-            PendingKey::None => return Err(CaptureFailure("a map value came without its key".to_owned())),
-            PendingKey::Entry { start, key, redacted } => (start, key, redacted),
-        };
-        self.gate.note(&self.capturer.budget);
-        let value_start = self.capturer.budget.mark();
-        let captured = if redacted {
-            self.capturer.redacted()
-        } else {
-            self.capturer
-                .nested(entry_value, self.entry_depth, self.max_depth)
-        };
-        self.capturer.budget.close(value_start);
-        self.capturer.budget.close(start);
-        self.entries.push(MapEntry {
-            key,
-            value: Some(captured),
-        });
-        Ok(())
-    }
-
-    fn end(self) -> Result<Value, CaptureFailure> {
-        if matches!(self.pending, PendingKey::Entry { .. }) {
-            return Err(CaptureFailure("a map key came without its value".to_owned()));
-        }
-        self.capturer.budget.charge(uint_field(self.omitted));
-        self.capturer.budget.close(self.start);
-        Ok(value(Kind::Map(Map {
-            entries: self.entries,
-            omitted_entries: self.omitted,
-        })))
-    }
-}
+struct_shapes!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
-    use std::collections::BTreeMap;
 
     use keyhole_proto::limits::default_capture_limits;
     use keyhole_proto::redaction::RedactionList;
-    use keyhole_proto::v1::{CaptureLimits, Truncated, TruncationReason};
+    use keyhole_proto::v1::{CaptureLimits, TruncationReason};
     use serde::{Serialize, Serializer};
 
     use super::*;
-    use crate::capture::tests::{fields_of, payload_of};
-
-    fn capture_with<T: Serialize + ?Sized>(limits: CaptureLimits, value: &T) -> Value {
-        let list = RedactionList::default();
-        Capturer::new(&limits, &list).serialize(value)
-    }
-
-    fn field<'v>(value: &'v Value, name: &str) -> &'v Value {
-        fields_of(value)
-            .iter()
-            .find(|f| f.name == name)
-            .and_then(|f| f.value.as_ref())
-            .unwrap_or_else(|| panic!("no field {name} in {value:?}"))
-    }
-
-    fn list_of(value: &Value) -> &List {
-        match &value.kind {
-            Some(Kind::List(list)) => list,
-            other => panic!("expected a list, got {other:?}"),
-        }
-    }
-
-    fn map_of(value: &Value) -> &Map {
-        match &value.kind {
-            Some(Kind::Map(map)) => map,
-            other => panic!("expected a map, got {other:?}"),
-        }
-    }
-
-    fn truncated(type_name: &str, reason: TruncationReason) -> Value {
-        value(Kind::Truncated(Truncated {
-            type_name: type_name.to_owned(),
-            reason: reason as i32,
-        }))
-    }
+    use crate::capture::testing::{capture_with, field, list_of, payload_of, truncated, Counted};
 
     #[derive(Serialize)]
     struct A {
         b: B,
     }
+
     #[derive(Serialize)]
     struct B {
         c: C,
         flag: bool,
     }
+
     #[derive(Serialize)]
     struct C {
         d: D,
         n: u8,
     }
+
     #[derive(Serialize)]
     struct D {
         e: u8,
@@ -507,16 +334,6 @@ mod tests {
             list_of(inner).items,
             vec![truncated("Vec<u8>", TruncationReason::Depth)]
         );
-    }
-
-    /// Counts how often serde asked it to serialize itself.
-    struct Counted<'c>(&'c Cell<usize>);
-
-    impl Serialize for Counted<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            self.0.set(self.0.get() + 1);
-            serializer.serialize_u8(0)
-        }
     }
 
     #[test]
@@ -630,92 +447,6 @@ mod tests {
     }
 
     #[test]
-    fn map_entries_past_the_limit_are_counted_and_their_values_never_serialized() {
-        let calls = Cell::new(0);
-        let limits = CaptureLimits {
-            max_items: 5,
-            ..default_capture_limits()
-        };
-        let map: BTreeMap<u32, Counted> = (0..50).map(|i| (i, Counted(&calls))).collect();
-        let captured = capture_with(limits, &map);
-        let map = map_of(&captured);
-        assert_eq!((map.entries.len(), map.omitted_entries), (5, 45));
-        assert_eq!(
-            map.entries[4].key.as_ref().and_then(|k| k.kind.clone()),
-            Some(Kind::Uint(4))
-        );
-        assert_eq!(calls.get(), 5);
-    }
-
-    #[test]
-    fn composite_map_keys_are_captured_two_levels_deep() {
-        let map = BTreeMap::from([((1i8, (2u8, (3u8, 4u8))), "v")]);
-        let captured = capture_with(default_capture_limits(), &map);
-        let key = map_of(&captured).entries[0]
-            .key
-            .as_ref()
-            .unwrap_or_else(|| panic!("a key"));
-        let key = list_of(key);
-        assert_eq!(key.items[0].kind, Some(Kind::Int(1)));
-        let second = list_of(&key.items[1]);
-        assert_eq!(
-            second.items[0],
-            truncated("u8", TruncationReason::Depth),
-            "the key's own fields' fields"
-        );
-        assert_eq!(second.items[1], truncated("(u8, u8)", TruncationReason::Depth));
-    }
-
-    #[test]
-    fn string_keys_of_a_map_at_the_cut_are_kept_beside_their_cut_values() {
-        let limits = CaptureLimits {
-            max_depth: 1,
-            ..default_capture_limits()
-        };
-        let captured = capture_with(limits, &BTreeMap::from([("sku", 1u8)]));
-        let entry = &map_of(&captured).entries[0];
-        assert_eq!(
-            entry.key.as_ref().and_then(|k| k.kind.clone()),
-            Some(Kind::Text(keyhole_proto::v1::Text {
-                value: "sku".into(),
-                omitted_bytes: 0
-            }))
-        );
-        assert_eq!(entry.value, Some(truncated("u8", TruncationReason::Depth)));
-    }
-
-    struct BadKey;
-
-    impl Serialize for BadKey {
-        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-            Err(serde::ser::Error::custom("no key today"))
-        }
-    }
-
-    #[test]
-    fn a_map_key_that_fails_becomes_an_error_key_and_its_value_is_still_captured() {
-        struct OneEntry;
-        impl Serialize for OneEntry {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeMap as _;
-                let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry(&BadKey, &7u8)?;
-                map.end()
-            }
-        }
-        let captured = capture_with(default_capture_limits(), &OneEntry);
-        let entry = &map_of(&captured).entries[0];
-        assert!(matches!(
-            entry.key.as_ref().and_then(|k| k.kind.clone()),
-            Some(Kind::Error(_))
-        ));
-        assert_eq!(
-            entry.value.as_ref().and_then(|v| v.kind.clone()),
-            Some(Kind::Uint(7))
-        );
-    }
-
-    #[test]
     fn once_the_budget_is_spent_one_marker_stands_for_the_rest_of_each_container() {
         let limits = CaptureLimits {
             max_snapshot_bytes: 40,
@@ -747,24 +478,5 @@ mod tests {
             panic!("a struct")
         };
         assert!(b.fields.iter().any(|f| f.value.as_ref() == Some(&over)), "{b:?}");
-    }
-
-    #[test]
-    fn map_entries_after_the_budget_is_spent_are_one_marker_then_counted() {
-        let limits = CaptureLimits {
-            max_snapshot_bytes: 60,
-            ..default_capture_limits()
-        };
-        let map: BTreeMap<String, u32> = (0..40).map(|i| (format!("key{i:02}"), i)).collect();
-        let captured = capture_with(limits, &map);
-        let map = map_of(&captured);
-        let over = truncated("", TruncationReason::SnapshotBytes);
-        let markers = map
-            .entries
-            .iter()
-            .filter(|e| e.value.as_ref() == Some(&over))
-            .count();
-        assert_eq!(markers, 1, "{map:?}");
-        assert_eq!(map.entries.len() as u64 + map.omitted_entries, 40);
     }
 }

@@ -94,7 +94,7 @@ impl Capturer<'_> {
             Ok(Ok(())) => {}
             Ok(Err(_)) if writer.is_cut() => {}
             Ok(Err(_)) => return self.capture_error("the Debug impl returned an error"),
-            Err(payload) => return self.capture_error(&panic_message("Debug", payload.as_ref())),
+            Err(payload) => return self.capture_error(&panic_message("the Debug impl", payload.as_ref())),
         }
         let (text, omitted) = writer.into_parts();
         self.text_parts(text, omitted)

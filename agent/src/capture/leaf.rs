@@ -9,6 +9,7 @@ use super::budget::{self, string_field, uint_field};
 use super::Capturer;
 
 /// Wraps a kind into a value (prost keeps the oneof in an `Option`).
+#[inline]
 pub(crate) fn value(kind: Kind) -> Value {
     Value { kind: Some(kind) }
 }
@@ -26,32 +27,79 @@ pub(crate) fn floor_char_boundary(text: &str, max: usize) -> usize {
     end
 }
 
+/// Type names as a person writes them: `Vec<Item>`, not `&alloc::vec::Vec<shop::cart::Item<'_>>`. Module
+/// paths and lifetimes go, and so do the outer references serde adds when it walks a collection's items.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let full = full.trim_start_matches('&').trim_start_matches("mut ");
+    if !full.contains([':', '\'']) {
+        // Primitives (`u64`, `str`, `(u8, bool)`) are already short.
+        return full.to_owned();
+    }
+    let mut short = String::with_capacity(full.len());
+    // Where the path being written started in `short`; a `::` cuts `short` back to it.
+    let mut path_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ':' if chars.peek() == Some(&':') => {
+                chars.next();
+                short.truncate(path_start);
+                continue;
+            }
+            '\'' => {
+                // A lifetime argument (`'_`, `'static`) and the separator after it.
+                while chars.next_if(|c| c.is_alphanumeric() || *c == '_').is_some() {}
+                if chars.next_if_eq(&',').is_some() {
+                    chars.next_if_eq(&' ');
+                } else if short.ends_with('<') && chars.next_if_eq(&'>').is_some() {
+                    short.pop();
+                } else if chars.peek() == Some(&' ') && short.ends_with('&') {
+                    chars.next();
+                }
+                path_start = short.len();
+                continue;
+            }
+            _ => short.push(c),
+        }
+        if !(c.is_alphanumeric() || c == '_') {
+            path_start = short.len();
+        }
+    }
+    short
+}
+
 impl Capturer<'_> {
     /// How many bytes of text may still be copied: the string limit, or less when the snapshot is nearly full.
+    #[inline]
     pub(crate) fn text_limit(&self) -> usize {
         self.limits.max_string_bytes.min(self.budget.remaining())
     }
 
+    #[inline]
     pub(crate) fn null(&mut self) -> Value {
         self.budget.charge(budget::varint_value(0));
         value(Kind::Null(keyhole_proto::v1::Null::Value as i32))
     }
 
+    #[inline]
     pub(crate) fn bool(&mut self, v: bool) -> Value {
         self.budget.charge(budget::varint_value(u64::from(v)));
         value(Kind::Bool(v))
     }
 
+    #[inline]
     pub(crate) fn int(&mut self, v: i64) -> Value {
         self.budget.charge(budget::varint_value(budget::zigzag(v)));
         value(Kind::Int(v))
     }
 
+    #[inline]
     pub(crate) fn uint(&mut self, v: u64) -> Value {
         self.budget.charge(budget::varint_value(v));
         value(Kind::Uint(v))
     }
 
+    #[inline]
     pub(crate) fn float(&mut self, v: f64) -> Value {
         self.budget.charge(budget::FLOAT_VALUE);
         value(Kind::Float(v))
@@ -91,9 +139,12 @@ impl Capturer<'_> {
         value(Kind::Redacted(Redacted {}))
     }
 
-    /// The marker for a value deeper than the depth limit, with the type that was there.
-    pub(crate) fn too_deep(&mut self, type_name: String) -> Value {
-        self.truncated(type_name, TruncationReason::Depth)
+    /// The marker for a value deeper than the depth limit, named by the static type that was there.
+    pub(crate) fn too_deep<T: ?Sized>(&mut self) -> Value {
+        self.truncated(
+            short_type_name(std::any::type_name::<T>()),
+            TruncationReason::Depth,
+        )
     }
 
     /// The marker for a value that did not fit in the snapshot. It carries no type name: the budget is
@@ -133,5 +184,22 @@ mod tests {
         assert_eq!(floor_char_boundary(text, 9), 6, "😀 is four bytes");
         assert_eq!(floor_char_boundary(text, 10), 10);
         assert_eq!(floor_char_boundary(text, 99), 10);
+    }
+
+    #[test]
+    fn type_names_are_written_without_their_module_paths() {
+        assert_eq!(short_type_name("alloc::vec::Vec<shop::cart::Item>"), "Vec<Item>");
+        assert_eq!(
+            short_type_name("std::collections::hash::map::HashMap<alloc::string::String, (u8, &str)>"),
+            "HashMap<String, (u8, &str)>"
+        );
+        assert_eq!(
+            short_type_name("[core::option::Option<i32>; 4]"),
+            "[Option<i32>; 4]"
+        );
+        assert_eq!(short_type_name("u64"), "u64");
+        assert_eq!(short_type_name("&&mut core::cell::Ref<'_, i32>"), "Ref<i32>");
+        assert_eq!(short_type_name("app::Counted<'_>"), "Counted");
+        assert_eq!(short_type_name("app::Pair<'static, &'static str>"), "Pair<&str>");
     }
 }

@@ -15,20 +15,27 @@
 //! **Limits** (zero in any field means the default, as on the wire): fields per struct (`omitted_fields`),
 //! items per sequence, tuple and tuple struct (`omitted_items`), entries per map (`max_items`,
 //! `omitted_entries`), bytes per string or byte string (cut on a char boundary, `omitted_bytes`), and the
-//! snapshot's bytes across all its variables. Once those are spent, the first value that no longer fits
-//! becomes `Truncated { reason: SNAPSHOT_BYTES }` and the rest of its container is counted as omitted.
+//! snapshot's bytes across all its variables. Once the snapshot's bytes are spent, the first value that no
+//! longer fits becomes `Truncated { reason: SNAPSHOT_BYTES }` and the rest of its container is counted as
+//! omitted; strings are also cut to what the snapshot has left. The serde mapping is in `serializer`.
 //!
-//! **Redaction.** Struct fields, enum struct-variant fields, string map keys and variables whose normalised
-//! name is on the [`RedactionList`] become `Redacted` and their value is never walked; so does any
-//! [`Secret`].
+//! **Redaction.** Struct fields, enum struct-variant fields, map entries with a string (or unit-variant)
+//! key and variables whose normalised name is on the [`RedactionList`] become `Redacted` and their value is
+//! never walked; so does any [`Secret`].
+//!
+//! **Failures.** A panic in a user's `Serialize` or `Debug` impl, or in a variable's expression, is caught
+//! and becomes a `CaptureError` value; so does an error a `Serialize` impl returns, for the part it failed.
 
 mod budget;
 mod compound;
 mod debug;
 mod leaf;
+mod map;
 mod redaction;
 mod secret;
 mod serializer;
+#[cfg(test)]
+mod testing;
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -113,7 +120,7 @@ impl<'a> Capturer<'a> {
             Ok(captured) => captured,
             Err(payload) => {
                 self.budget.rewind(start);
-                self.capture_error(&panic_message("Serialize", payload.as_ref()))
+                self.capture_error(&panic_message("the Serialize impl", payload.as_ref()))
             }
         }
     }
@@ -147,7 +154,8 @@ impl<'a> Capturer<'a> {
 
     /// One variable of the probe. A redacted `name` (compared normalised) gives a `Redacted` value and
     /// `capture` is never called, so the expression behind it is not even evaluated; otherwise `capture`
-    /// captures the value through this capturer.
+    /// captures the value through this capturer. A panic in `capture` (say, in a probe's `name = expr`)
+    /// becomes a `CaptureError` for this variable alone.
     ///
     /// `capture` is expected to build its value with this capturer's methods: a `Value` made any other way
     /// is not counted in [`bytes_used`](Self::bytes_used).
@@ -158,7 +166,14 @@ impl<'a> Capturer<'a> {
         let value = if self.names.is_redacted(name) {
             self.redacted()
         } else {
-            capture(self)
+            // `serialize` and `debug` catch their own panics; what is left is the probe's own expression.
+            match catch_unwind(AssertUnwindSafe(|| capture(self))) {
+                Ok(value) => value,
+                Err(payload) => {
+                    self.budget.rewind(value_start);
+                    self.capture_error(&panic_message("the variable's expression", payload.as_ref()))
+                }
+            }
         };
         self.budget.close(value_start);
         self.budget.close(field_start);
@@ -176,71 +191,25 @@ impl<'a> Capturer<'a> {
     }
 }
 
-/// What a caught panic said, for the `CaptureError` that replaces the value.
+/// What a caught panic in `what` said, for the `CaptureError` that replaces the value. (The process's panic
+/// hook has already reported it as usual: the hook is global, and not ours to change.)
 fn panic_message(what: &str, payload: &(dyn Any + Send)) -> String {
     let said = payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a non-string payload");
-    format!("the {what} impl panicked: {said}")
+    format!("{what} panicked: {said}")
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use keyhole_proto::v1::{value::Kind, CaptureLimits, Field, TruncationReason, Value};
+mod tests {
+    use keyhole_proto::v1::{value::Kind, CaptureLimits, TruncationReason, Value};
     use serde::ser::{Error as _, SerializeStruct};
     use serde::{Serialize, Serializer};
 
     use super::*;
-
-    /// The fields of a captured struct; panics (failing the test) on anything else.
-    pub(crate) fn fields_of(value: &Value) -> &[Field] {
-        match &value.kind {
-            Some(Kind::Struct(s)) => &s.fields,
-            other => panic!("expected a struct, got {other:?}"),
-        }
-    }
-
-    /// The payload of a captured enum.
-    pub(crate) fn payload_of(value: &Value) -> &Value {
-        match &value.kind {
-            Some(Kind::Enum(e)) => e
-                .payload
-                .as_deref()
-                .unwrap_or_else(|| panic!("no payload in {e:?}")),
-            other => panic!("expected an enum, got {other:?}"),
-        }
-    }
-
-    /// Whether `value` respects the per-value limits (depth counted from 0 at `value`).
-    pub(crate) fn within_limits(value: &Value, limits: &CaptureLimits) -> bool {
-        fn walk(value: &Value, depth: u32, limits: &CaptureLimits) -> bool {
-            let Some(kind) = &value.kind else { return false };
-            let leaf_ok = |kind: &Kind| match kind {
-                Kind::Text(t) => t.value.len() <= limits.max_string_bytes as usize,
-                Kind::Bytes(b) => b.value.len() <= limits.max_string_bytes as usize,
-                _ => true,
-            };
-            if depth >= limits.max_depth {
-                return matches!(kind, Kind::Truncated(_) | Kind::Redacted(_));
-            }
-            let child = |v: &Value| walk(v, depth + 1, limits);
-            match kind {
-                Kind::List(l) => l.items.len() <= limits.max_items as usize && l.items.iter().all(child),
-                Kind::Map(m) => {
-                    m.entries.len() <= limits.max_items as usize
-                        && m.entries.iter().all(|e| e.value.as_ref().is_none_or(child))
-                }
-                Kind::Struct(s) => {
-                    s.fields.len() <= limits.max_fields.max(1) as usize
-                        && s.fields.iter().all(|f| f.value.as_ref().is_none_or(child))
-                }
-                other => leaf_ok(other),
-            }
-        }
-        walk(value, 0, &limits.or_defaults(&default_capture_limits()))
-    }
+    use crate::capture::testing::fields_of;
 
     fn text_of(value: &Value) -> &str {
         match &value.kind {
@@ -390,6 +359,26 @@ pub(crate) mod tests {
             reason_of(&capturer.type_name_of::<u8>()),
             TruncationReason::SnapshotBytes
         );
+    }
+
+    #[test]
+    fn a_panicking_variable_expression_spoils_only_its_own_variable() {
+        let limits = CaptureLimits::default();
+        let list = RedactionList::default();
+        let mut capturer = Capturer::new(&limits, &list);
+        fn cart_total() -> u32 {
+            panic!("attempt to add with overflow")
+        }
+        let broken = capturer.variable("total", |c| c.serialize(&cart_total()));
+        let Some(Kind::Error(error)) = broken.value.as_ref().and_then(|v| v.kind.clone()) else {
+            panic!("expected an error: {broken:?}")
+        };
+        assert_eq!(
+            error.message,
+            "the variable's expression panicked: attempt to add with overflow"
+        );
+        let next = capturer.variable("next", |c| c.serialize(&1u8));
+        assert_eq!(next.value.and_then(|v| v.kind), Some(Kind::Uint(1)));
     }
 
     #[test]

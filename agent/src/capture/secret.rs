@@ -93,7 +93,7 @@ mod tests {
     use keyhole_proto::v1::{value::Kind, Redacted, Value};
 
     use super::*;
-    use crate::capture::tests::fields_of;
+    use crate::capture::testing::fields_of;
     use crate::capture::Capturer;
 
     /// Proves the inner value is never walked: serializing it through Keyhole would panic.

@@ -12,8 +12,10 @@ use std::fmt::{self, Display};
 use keyhole_proto::v1::Value;
 use serde::ser::{self, Serialize};
 
-use super::compound::{ListBuilder, MapBuilder, StructBuilder, VariantHead};
+use super::compound::{ListBuilder, StructBuilder, VariantHead};
 use super::debug::BoundedWriter;
+use super::leaf::floor_char_boundary;
+use super::map::MapBuilder;
 use super::secret::SECRET_MARKER;
 use super::Capturer;
 
@@ -54,43 +56,6 @@ impl ValueSerializer<'_, '_> {
         }
         self.capturer.text(text)
     }
-}
-
-/// Type names as a person writes them: `Vec<Item>`, not `&alloc::vec::Vec<shop::cart::Item<'_>>`. Module
-/// paths and lifetimes go, and so do the outer references serde adds when it walks a collection's items.
-pub(crate) fn short_type_name(full: &str) -> String {
-    let full = full.trim_start_matches(['&']).trim_start_matches("mut ");
-    let mut short = String::with_capacity(full.len());
-    // Where the path being written started in `short`; a `::` cuts `short` back to it.
-    let mut path_start = 0;
-    let mut chars = full.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            ':' if chars.peek() == Some(&':') => {
-                chars.next();
-                short.truncate(path_start);
-                continue;
-            }
-            '\'' => {
-                // A lifetime argument (`'_`, `'static`) and the separator after it.
-                while chars.next_if(|c| c.is_alphanumeric() || *c == '_').is_some() {}
-                if chars.next_if_eq(&',').is_some() {
-                    chars.next_if_eq(&' ');
-                } else if short.ends_with('<') && chars.next_if_eq(&'>').is_some() {
-                    short.pop();
-                } else if chars.peek() == Some(&' ') && short.ends_with('&') {
-                    chars.next();
-                }
-                path_start = short.len();
-                continue;
-            }
-            _ => short.push(c),
-        }
-        if !(c.is_alphanumeric() || c == '_') {
-            path_start = short.len();
-        }
-    }
-    short
 }
 
 impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
@@ -196,6 +161,10 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
         _index: u32,
         variant: &'static str,
     ) -> Result<Value, CaptureFailure> {
+        if let Some(flag) = self.key_redacted {
+            // A unit variant as a key serializes as its name in text formats (`{"ApiKey": ...}`).
+            *flag = self.capturer.names.is_redacted_static(variant);
+        }
         let head = VariantHead::start(self.capturer, name, variant);
         Ok(head.finish(self.capturer, None))
     }
@@ -309,39 +278,62 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
     /// Display output (addresses, timestamps, ids) goes through the same bounded writer as Debug, so a huge
     /// `Display` is cut while it is written instead of being collected into a `String` first.
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<Value, CaptureFailure> {
-        let mut writer = BoundedWriter::new(self.capturer.text_limit());
+        let limit = self.capturer.text_limit();
+        // A key is first written up to a name's full length: a cut must never hide a sensitive name.
+        let write_limit = match self.key_redacted {
+            Some(_) => limit.max(KEY_NAME_BYTES),
+            None => limit,
+        };
+        let mut writer = BoundedWriter::new(write_limit);
         let written = fmt::write(&mut writer, format_args!("{value}"));
         if written.is_err() && !writer.is_cut() {
             return Err(CaptureFailure("the Display impl returned an error".to_owned()));
         }
-        let (text, omitted) = writer.into_parts();
+        let (mut text, mut omitted) = writer.into_parts();
         if let Some(flag) = self.key_redacted {
-            // A cut key cannot be compared; sensitive names are far shorter than any string limit.
             *flag = self.capturer.names.is_redacted(&text);
+            let end = floor_char_boundary(&text, limit);
+            omitted += (text.len() - end) as u64;
+            text.truncate(end);
         }
         Ok(self.capturer.text_parts(text, omitted))
     }
 }
 
+/// How much of a `Display` map key is read to compare it with the redaction list, whatever the string
+/// limit. Sensitive names are identifiers, far shorter than this.
+const KEY_NAME_BYTES: usize = 256;
+
 impl Capturer<'_> {
     /// Captures `value` as a value at `depth`, or the marker for why it was not walked: deeper than
-    /// `max_depth`, or no budget left. A `Serialize` error becomes a `CaptureError` for this value alone,
-    /// and what was charged for its half-built tree is given back.
+    /// `max_depth`, or no budget left.
     pub(crate) fn nested<T: Serialize + ?Sized>(&mut self, value: &T, depth: u32, max_depth: u32) -> Value {
         if depth >= max_depth {
             // Cut by the static type, without calling into the value: a million-item Vec at the cut costs
             // nothing.
-            return self.too_deep(short_type_name(std::any::type_name::<T>()));
+            return self.too_deep::<T>();
         }
         if self.budget.exhausted() {
             return self.over_budget();
         }
+        self.walk(value, depth, max_depth, None)
+    }
+
+    /// Runs `value`'s `Serialize` impl into a serializer at `depth`. Its error becomes a `CaptureError` for
+    /// this value alone, and what was charged for its half-built tree is given back.
+    pub(crate) fn walk<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        depth: u32,
+        max_depth: u32,
+        key_redacted: Option<&mut bool>,
+    ) -> Value {
         let start = self.budget.mark();
         let serializer = ValueSerializer {
             capturer: self,
             depth,
             max_depth,
-            key_redacted: None,
+            key_redacted,
         };
         match value.serialize(serializer) {
             Ok(captured) => captured,
@@ -351,36 +343,7 @@ impl Capturer<'_> {
             }
         }
     }
-
-    /// Captures a map key at `depth`, reporting in `redacted` whether it names a sensitive entry. Strings,
-    /// numbers and other scalars are captured whatever the depth, like field names; a composite key is
-    /// walked at most [`KEY_LEVELS`] levels and never below the depth limit.
-    pub(crate) fn map_key<K: Serialize + ?Sized>(
-        &mut self,
-        key: &K,
-        depth: u32,
-        redacted: &mut bool,
-    ) -> Value {
-        let start = self.budget.mark();
-        let max_depth = self.limits.max_depth.min(depth + KEY_LEVELS);
-        let serializer = ValueSerializer {
-            capturer: self,
-            depth,
-            max_depth,
-            key_redacted: Some(redacted),
-        };
-        match key.serialize(serializer) {
-            Ok(captured) => captured,
-            Err(failure) => {
-                self.budget.rewind(start);
-                self.capture_error(&failure.0)
-            }
-        }
-    }
 }
-
-/// Levels a composite map key is walked: the key and its fields. Keys are labels; a deep key is noise.
-pub(crate) const KEY_LEVELS: u32 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -390,7 +353,7 @@ mod tests {
     use serde::Serialize;
 
     use super::*;
-    use crate::capture::tests::{fields_of, payload_of};
+    use crate::capture::testing::{fields_of, payload_of};
 
     fn capture_with<T: Serialize + ?Sized>(limits: CaptureLimits, value: &T) -> Value {
         let list = RedactionList::default();
@@ -598,22 +561,5 @@ mod tests {
         };
         assert_eq!(captured.value.len(), 255);
         assert_eq!(captured.omitted_bytes, 1024 - 255);
-    }
-
-    #[test]
-    fn type_names_are_written_without_their_module_paths() {
-        assert_eq!(short_type_name("alloc::vec::Vec<shop::cart::Item>"), "Vec<Item>");
-        assert_eq!(
-            short_type_name("std::collections::hash::map::HashMap<alloc::string::String, (u8, &str)>"),
-            "HashMap<String, (u8, &str)>"
-        );
-        assert_eq!(
-            short_type_name("[core::option::Option<i32>; 4]"),
-            "[Option<i32>; 4]"
-        );
-        assert_eq!(short_type_name("u64"), "u64");
-        assert_eq!(short_type_name("&&mut core::cell::Ref<'_, i32>"), "Ref<i32>");
-        assert_eq!(short_type_name("app::Counted<'_>"), "Counted");
-        assert_eq!(short_type_name("app::Pair<'static, &'static str>"), "Pair<&str>");
     }
 }
