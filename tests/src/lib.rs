@@ -2,6 +2,9 @@
 //! processes on loopback ports with their own data directories, runs the real
 //! `keyhole` CLI against them, and connects fake agents over gRPC.
 
+pub mod web_ui;
+pub mod webdriver;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

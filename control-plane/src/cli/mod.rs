@@ -5,7 +5,7 @@
 mod client;
 mod duration;
 mod render;
-mod time;
+pub(crate) mod time;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
