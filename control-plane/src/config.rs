@@ -1,6 +1,7 @@
 //! The control plane's settings: where it listens, where it keeps data, and
 //! the maxima it enforces on what callers ask for.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +19,34 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Holds the admin token written on first start, and the SQLite database
+    /// unless `database` names another.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database shared with other replicas, instead of SQLite.
+    pub database: Option<DatabaseUrl>,
     pub limits: ServerLimits,
+}
+
+/// A database URL as the operator gave it. It may hold a password, so it
+/// never prints itself: what is shown of it is the store's description.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, password included: for connecting, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
 }
 
 /// Ceilings on what a breakpoint or session may ask for, and the sizes the

@@ -1,5 +1,6 @@
 //! `keyhole server`: opens storage, makes sure there is an admin token, and
-//! serves gRPC and HTTP on one address until interrupted.
+//! serves gRPC and HTTP on one address until interrupted. With a PostgreSQL
+//! database it is one replica of several, and follows the others' changes.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use keyhole_proto::v1::agent_service_server::AgentServiceServer;
 use keyhole_proto::v1::debugger_service_server::DebuggerServiceServer;
+use tokio::sync::mpsc;
 
 use crate::agents::AgentApi;
 use crate::auth::{mint_token, Role};
@@ -15,7 +17,7 @@ use crate::config::{ServerConfig, ADMIN_TOKEN_FILE};
 use crate::debugger::DebuggerApi;
 use crate::ids::now_ms;
 use crate::state::ControlPlane;
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreChange};
 use crate::ui;
 
 /// How long open streams get to finish after a shutdown signal.
@@ -24,15 +26,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Runs the control plane until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), String> {
     create_data_dir(&config.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.data_dir)
-            .await
-            .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?,
-    );
-    ensure_admin_token(store.as_ref(), &config.data_dir).await?;
-    let plane = ControlPlane::new(store, config.limits.clone())
+    let opened = open_store(&config).await?;
+    ensure_admin_token(opened.store.as_ref(), &config.data_dir).await?;
+    let plane = ControlPlane::new(opened.store, config.limits.clone())
         .await
         .map_err(|e| format!("cannot load the control plane's state: {e}"))?;
+    if let Some(changes) = opened.changes {
+        tokio::spawn(plane.clone().follow_store(changes));
+    }
 
     let max_message = config.limits.max_message_bytes;
     let router = tonic::service::Routes::from(ui::router(plane.clone()))
@@ -54,7 +55,7 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!(
         "keyhole server listening on http://{address} (data in {})",
-        config.data_dir.display()
+        opened.location
     );
 
     let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
@@ -62,6 +63,40 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
         served = serve => served.map_err(|e| format!("server failed: {e}")),
         // Agents hold breakpoint streams open for ever; don't wait on them long.
         () = async { shutdown_signal().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+    }
+}
+
+/// The store the server keeps its state in.
+struct OpenedStore {
+    store: Arc<dyn Store>,
+    /// What other replicas change in a shared store; `None` for a store of this process alone.
+    changes: Option<mpsc::Receiver<StoreChange>>,
+    /// Where the data is, fit to print (no password).
+    location: String,
+}
+
+async fn open_store(config: &ServerConfig) -> Result<OpenedStore, String> {
+    match &config.database {
+        None => {
+            let store = SqliteStore::open(&config.data_dir)
+                .await
+                .map_err(|e| format!("cannot open the database in {}: {e}", config.data_dir.display()))?;
+            Ok(OpenedStore {
+                store: Arc::new(store),
+                changes: None,
+                location: config.data_dir.display().to_string(),
+            })
+        }
+        Some(url) => {
+            let store = PostgresStore::connect(url.expose())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(OpenedStore {
+                changes: Some(store.watch_changes()),
+                location: store.location().to_owned(),
+                store: Arc::new(store),
+            })
+        }
     }
 }
 

@@ -3,18 +3,25 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use keyhole_proto::redaction::RedactionList;
 use keyhole_proto::token::SessionSigner;
 use keyhole_proto::v1::VerificationKey;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
 
 use crate::auth::Authenticator;
 use crate::config::ServerLimits;
 use crate::ids;
-use crate::store::{SigningKeyRecord, Store, StoreError, StoreResult};
+use crate::store::{SigningKeyRecord, Store, StoreChange, StoreError, StoreResult};
+
+/// How often a replica sharing its store re-reads the breakpoint version and
+/// the newest snapshot position, so that a change whose notification was lost
+/// arrives late rather than never.
+pub const STORE_REREAD: Duration = Duration::from_secs(5);
 
 pub struct ControlPlane {
     pub store: Arc<dyn Store>,
@@ -23,6 +30,10 @@ pub struct ControlPlane {
     pub redaction: RedactionList,
     /// The session-signing keys in force; replaced whole when they rotate.
     keys: ArcSwap<SessionKeys>,
+    /// Held from reading the keys in the store to replacing `keys`, so that a
+    /// reload following another replica never puts back keys older than a
+    /// rotation this replica just made.
+    keys_update: tokio::sync::Mutex<()>,
     /// The breakpoint version; breakpoint streams wait on it.
     pub breakpoint_version: watch::Sender<u64>,
     /// The position of the newest stored snapshot; snapshot streams wait on it.
@@ -40,6 +51,14 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
+    /// Key ids of the signer and of every verification key, to tell key sets apart.
+    fn ids(&self) -> (&str, Vec<&str>) {
+        (
+            self.signer.key_id(),
+            self.verification.iter().map(|key| key.key_id.as_str()).collect(),
+        )
+    }
+
     /// The unretired keys of the store, creating the first one if there is none.
     async fn load(store: &dyn Store) -> StoreResult<SessionKeys> {
         let mut keys = store.signing_keys().await?;
@@ -83,6 +102,7 @@ impl ControlPlane {
             limits,
             redaction: RedactionList::default(),
             keys: ArcSwap::from_pointee(keys),
+            keys_update: tokio::sync::Mutex::new(()),
             breakpoint_version: watch::channel(version).0,
             snapshot_seq: watch::channel(seq).0,
             connected: Mutex::new(HashMap::new()),
@@ -96,6 +116,7 @@ impl ControlPlane {
     /// Starts signing with a new key (optionally retiring all others) and
     /// sends agents the new key list.
     pub async fn rotate_keys(&self, retire_previous: bool) -> StoreResult<()> {
+        let _updating = self.keys_update.lock().await;
         let key = new_signing_key(self.store.as_ref()).await?;
         if retire_previous {
             self.store
@@ -118,6 +139,77 @@ impl ControlPlane {
             }
             newer
         });
+    }
+
+    /// Keeps this replica in step with the others sharing its store: applies
+    /// each change the store reports, and re-reads the store every
+    /// [`STORE_REREAD`] in case a report was lost. Runs for as long as the
+    /// process; a store only this process uses needs none of it.
+    pub async fn follow_store(self: Arc<Self>, mut changes: mpsc::Receiver<StoreChange>) {
+        let mut reread = tokio::time::interval(STORE_REREAD);
+        reread.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reports = true;
+        loop {
+            tokio::select! {
+                change = changes.recv(), if reports => match change {
+                    Some(change) => self.apply(change).await,
+                    None => {
+                        reports = false;
+                        tracing::error!(
+                            "the store stopped reporting changes; other replicas' changes now take up to {STORE_REREAD:?}"
+                        );
+                    }
+                },
+                _ = reread.tick() => {
+                    if let Err(error) = self.reread().await {
+                        tracing::warn!(%error, "re-reading the shared store failed; trying again in {STORE_REREAD:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reread(&self) -> StoreResult<()> {
+        let version = self.store.breakpoint_version().await?;
+        let seq = self.store.last_snapshot_seq().await?;
+        self.apply(StoreChange::Breakpoints { version }).await;
+        self.apply(StoreChange::Snapshots { seq }).await;
+        Ok(())
+    }
+
+    async fn apply(&self, change: StoreChange) {
+        match change {
+            StoreChange::Breakpoints { version } => {
+                // Another replica may have rotated the keys: streams must send
+                // the new ones, and new sessions be signed with the new signer.
+                match self.reload_keys().await {
+                    Ok(true) => self.breakpoint_version.send_modify(|_| {}),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "reloading the session-signing keys failed"),
+                }
+                self.breakpoints_changed(version);
+            }
+            StoreChange::Snapshots { seq } => {
+                self.snapshot_seq.send_if_modified(|current| {
+                    let newer = seq > *current;
+                    if newer {
+                        *current = seq;
+                    }
+                    newer
+                });
+            }
+        }
+    }
+
+    /// Loads the keys from the store; whether they differ from those in force.
+    async fn reload_keys(&self) -> StoreResult<bool> {
+        let _updating = self.keys_update.lock().await;
+        let loaded = SessionKeys::load(self.store.as_ref()).await?;
+        let changed = loaded.ids() != self.keys.load().ids();
+        if changed {
+            self.keys.store(Arc::new(loaded));
+        }
+        Ok(changed)
     }
 
     pub fn is_connected(&self, agent_id: &str) -> bool {

@@ -93,6 +93,11 @@ impl Listening {
 
     /// Asks it to stop (SIGTERM) and waits up to `grace`, then kills it.
     pub fn terminate(mut self, grace: Duration) {
+        self.stop(grace);
+    }
+
+    /// Asks it to stop (SIGTERM) and waits up to `grace` for it to exit.
+    fn stop(&mut self, grace: Duration) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -190,9 +195,31 @@ impl CliRun {
     }
 }
 
+/// A CLI command left running, read line by line; killed when dropped.
+pub struct RunningCli {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl RunningCli {
+    /// The next line it prints, if one comes within `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for RunningCli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `keyhole server` on a loopback port.
 pub struct Server {
     process: Listening,
+    /// The arguments after `keyhole server`, to start it again with.
+    args: Vec<std::ffi::OsString>,
     pub addr: String,
     pub data_dir: PathBuf,
     pub admin_token: String,
@@ -206,22 +233,47 @@ impl Server {
 
     /// Starts a server listening on `listen` (`host:port`).
     pub fn start_at(data_dir: &Path, listen: &str) -> Server {
-        let mut command = Command::new(keyhole_bin());
-        command
-            .args(["server", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
-            .env("KEYHOLE_LOG", "warn");
-        let process = Listening::spawn(command, "server");
+        let server = Self::start_with(data_dir, listen, &[]);
+        assert!(
+            !server.admin_token.is_empty(),
+            "admin token written on first start"
+        );
+        server
+    }
+
+    /// Starts a server listening on `listen` with `extra` arguments, e.g.
+    /// `["--database", url]`. Its `admin_token` is the one in `data_dir`, or
+    /// empty if there is none: a replica joining a database another server
+    /// created writes none, so set it to that server's.
+    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<std::ffi::OsString> = vec!["--listen".into(), listen.into(), "--data-dir".into()];
+        args.push(data_dir.into());
+        args.extend(extra.iter().map(Into::into));
+        let process = Self::spawn(&args);
         let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))
-            .expect("admin token written on first start")
-            .trim()
-            .to_owned();
+            .map(|token| token.trim().to_owned())
+            .unwrap_or_default();
         Server {
             addr: process.addr.clone(),
             process,
+            args,
             data_dir: data_dir.to_owned(),
             admin_token,
         }
+    }
+
+    fn spawn(args: &[std::ffi::OsString]) -> Listening {
+        let mut command = Command::new(keyhole_bin());
+        command.arg("server").args(args).env("KEYHOLE_LOG", "warn");
+        Listening::spawn(command, "server")
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL after `grace`) and starts it again with
+    /// the same arguments; on `127.0.0.1:0`, it gets a new port.
+    pub fn restart(&mut self, grace: Duration) {
+        self.process.stop(grace);
+        self.process = Self::spawn(&self.args);
+        self.addr = self.process.addr.clone();
     }
 
     /// Runs the CLI with the admin token.
@@ -231,19 +283,45 @@ impl Server {
 
     /// Runs the CLI with `token`.
     pub fn cli_as(&self, token: &str, args: &[&str]) -> CliRun {
-        let output = Command::new(keyhole_bin())
-            .args(args)
-            .env("KEYHOLE_ADDR", &self.addr)
-            .env("KEYHOLE_TOKEN", token)
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run keyhole");
+        let output = self.cli_command(token, args).output().expect("run keyhole");
         CliRun {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+
+    /// Starts the CLI with the admin token and leaves it running (e.g.
+    /// `snapshots watch`); it is killed when the result is dropped.
+    pub fn cli_running(&self, args: &[&str]) -> RunningCli {
+        let mut child = self
+            .cli_command(&self.admin_token, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start keyhole");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RunningCli { child, lines }
+    }
+
+    /// The CLI with `args`, talking to this server with `token`.
+    fn cli_command(&self, token: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(keyhole_bin());
+        command
+            .args(args)
+            .env("KEYHOLE_ADDR", &self.addr)
+            .env("KEYHOLE_TOKEN", token)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null());
+        command
     }
 
     /// A token of `role`, created through the CLI.
@@ -273,4 +351,96 @@ impl Server {
     pub fn kill(self) {
         drop(self.process);
     }
+}
+
+/// Where tests that need PostgreSQL find it (`.ci/run` sets it).
+pub const TEST_DATABASE_ENV: &str = "KEYHOLE_TEST_DATABASE_URL";
+/// The test PostgreSQL when the environment names none.
+pub const DEFAULT_TEST_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of its own on the test PostgreSQL server, so tests run in
+/// parallel and leave nothing behind: created empty, dropped with this.
+pub struct TestDatabase {
+    /// Its URL, for `keyhole server --database`.
+    pub url: String,
+    server_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates `keyhole_test_<random>` on the server `KEYHOLE_TEST_DATABASE_URL` names.
+    pub fn create() -> TestDatabase {
+        let server_url = std::env::var(TEST_DATABASE_ENV).unwrap_or_else(|_| DEFAULT_TEST_DATABASE.into());
+        let name = format!("keyhole_test_{:016x}", random_u64());
+        let (head, query) = match server_url.split_once('?') {
+            Some((head, query)) => (head, format!("?{query}")),
+            None => (server_url.as_str(), String::new()),
+        };
+        let authority_end = head
+            .find("://")
+            .and_then(|scheme| head[scheme + 3..].find('/').map(|slash| scheme + 3 + slash))
+            .unwrap_or(head.len());
+        let url = format!("{}/{name}{query}", &head[..authority_end]);
+        run_sql(&server_url, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| {
+            panic!("cannot create a database on the test PostgreSQL at {server_url} ({e}); start it or set {TEST_DATABASE_ENV}")
+        });
+        TestDatabase {
+            url,
+            server_url,
+            name,
+        }
+    }
+
+    /// Runs `sql` (one or more statements) in it, like an operator with `psql` would.
+    pub fn execute(&self, sql: &str) {
+        run_sql(&self.url, sql).unwrap_or_else(|e| panic!("SQL on {} failed ({e}): {sql}", self.name));
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = run_sql(&self.server_url, &drop) {
+            eprintln!("could not drop the test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs `sql` on the database at `url`, on a thread and runtime of its own
+/// (callers may be inside a runtime, which must not block).
+fn run_sql(url: &str, sql: &str) -> Result<(), String> {
+    use sqlx::Connection as _;
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let mut connection = sqlx::PgConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(&sql)
+                .execute(&mut connection)
+                .await
+                .map_err(|e| e.to_string())?;
+            connection.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the SQL thread panicked".to_owned())?
+}
+
+/// A random number, from the standard library's randomly keyed hasher.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish()
 }

@@ -19,7 +19,7 @@ use keyhole_proto::v1::{
     RotateSessionKeysRequest, SetBreakpointRequest, SnapshotFilter,
 };
 
-use crate::config::{ServerConfig, ServerLimits, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::config::{DatabaseUrl, ServerConfig, ServerLimits, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use client::DEFAULT_ADDR;
 use client::{Client, Connection};
 use render::Output;
@@ -134,6 +134,16 @@ pub struct ServerArgs {
     /// Directory for the database and the first admin token.
     #[arg(long, env = "KEYHOLE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Keep the data in PostgreSQL instead of SQLite in --data-dir
+    /// (postgres://user:password@host:5432/database). Replicas given the same database serve the
+    /// same breakpoints and snapshots, behind a load balancer.
+    #[arg(
+        long,
+        env = "KEYHOLE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
 }
 
 impl ServerArgs {
@@ -141,6 +151,7 @@ impl ServerArgs {
         ServerConfig {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
+            database: self.database.clone().map(DatabaseUrl::new),
             limits: ServerLimits::default(),
         }
     }

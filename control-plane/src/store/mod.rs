@@ -3,7 +3,11 @@
 //! interchangeable. Protocol messages are stored whole; the backend indexes
 //! the fields queries filter on.
 
+mod postgres;
+mod rows;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 
@@ -12,6 +16,7 @@ use keyhole_proto::v1::{
     Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::auth::Role;
@@ -102,6 +107,17 @@ pub struct ServiceProbeRecord {
 pub struct IngestOutcome {
     pub stored: u32,
     pub duplicates: u32,
+}
+
+/// A change committed to a store that several replicas share, as the store
+/// reports it to each of them (see [`PostgresStore::watch_changes`]). A store
+/// only one process uses reports nothing: that process made every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChange {
+    /// The breakpoint state (breakpoints, sessions or signing keys) moved to `version`.
+    Breakpoints { version: u64 },
+    /// Snapshots were stored, up to position `seq`.
+    Snapshots { seq: i64 },
 }
 
 /// Everything the control plane keeps. Times are unix milliseconds.

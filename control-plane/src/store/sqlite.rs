@@ -2,22 +2,20 @@
 //! journal and `synchronous = FULL`, so a committed batch survives a crash
 //! and an ack is only sent for what is on disk.
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyhole_proto::v1::{
-    Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
-};
+use keyhole_proto::v1::{Breakpoint, DropCount, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter};
 use prost::Message;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool};
 
+use super::rows::{
+    breakpoint_from_row, decode, instance_from_row, list_snapshots_query, migrator, service_probe_from_row,
+    session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
+};
 use super::{
     ApiTokenRecord, IngestOutcome, InstanceRecord, ServiceProbeRecord, SessionRecord, SigningKeyRecord,
     Store, StoreError, StoreResult,
@@ -30,7 +28,7 @@ const MAX_CONNECTIONS: u32 = 8;
 /// How long a writer waits for the lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: &[(i64, &str, &str)] =
+const MIGRATIONS: &[EmbeddedMigration] =
     &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
 
 pub struct SqliteStore {
@@ -51,78 +49,12 @@ impl SqliteStore {
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await?;
-        let migrator = Migrator {
-            migrations: Cow::Owned(
-                MIGRATIONS
-                    .iter()
-                    .map(|(version, name, sql)| {
-                        Migration::new(
-                            *version,
-                            Cow::Borrowed(name),
-                            MigrationType::Simple,
-                            Cow::Borrowed(sql),
-                            false,
-                        )
-                    })
-                    .collect(),
-            ),
-            ..Migrator::DEFAULT
-        };
-        migrator
+        migrator(MIGRATIONS)
             .run(&pool)
             .await
             .map_err(|e| StoreError(format!("migrating the database failed: {e}")))?;
         Ok(Self { pool })
     }
-}
-
-fn decode<M: Message + Default>(row: &SqliteRow, column: &str) -> StoreResult<M> {
-    let body: Vec<u8> = row.try_get(column)?;
-    Ok(M::decode(body.as_slice())?)
-}
-
-fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
-    Ok(SessionRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        creator: row.try_get("creator")?,
-        key_id: row.try_get("key_id")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        closed_at: row.try_get("closed_at")?,
-    })
-}
-
-fn token_from_row(row: &SqliteRow) -> StoreResult<ApiTokenRecord> {
-    let role: String = row.try_get("role")?;
-    Ok(ApiTokenRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: role
-            .parse()
-            .map_err(|_| StoreError(format!("stored token has unknown role {role:?}")))?,
-        secret_hash: row.try_get("secret_hash")?,
-        creator: row.try_get("creator")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
-/// A stored breakpoint, with the deletion time kept in its own column.
-fn breakpoint_from_row(row: &SqliteRow) -> StoreResult<Breakpoint> {
-    let mut breakpoint: Breakpoint = decode(row, "body")?;
-    let deleted_at: Option<i64> = row.try_get("deleted_at")?;
-    breakpoint.deleted_at_unix_ms = deleted_at.unwrap_or(0);
-    Ok(breakpoint)
-}
-
-fn instance_from_row(row: &SqliteRow) -> StoreResult<InstanceRecord> {
-    let mut instance: Instance = decode(row, "body")?;
-    instance.last_seen_unix_ms = row.try_get("last_seen")?;
-    Ok(InstanceRecord {
-        service: row.try_get("service")?,
-        instance,
-    })
 }
 
 const BUMP_VERSION: &str =
@@ -136,19 +68,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let secret: Vec<u8> = row.try_get("secret")?;
-                Ok(SigningKeyRecord {
-                    key_id: row.try_get("key_id")?,
-                    secret: secret
-                        .try_into()
-                        .map_err(|_| StoreError("stored signing key is not 32 bytes".into()))?,
-                    created_at: row.try_get("created_at")?,
-                    retired_at: row.try_get("retired_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(signing_key_from_row).collect()
     }
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
@@ -290,15 +210,7 @@ impl Store for SqliteStore {
         .bind(service)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ServiceProbeRecord {
-                    service: row.try_get("service")?,
-                    agent_id: row.try_get("agent_id")?,
-                    probe: decode(row, "body")?,
-                })
-            })
-            .collect()
+        rows.iter().map(service_probe_from_row).collect()
     }
 
     async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()> {
@@ -519,22 +431,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>> {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT body FROM snapshots WHERE 1 = 1");
-        for (column, value) in [
-            ("session_id", &filter.session_id),
-            ("breakpoint_id", &filter.breakpoint_id),
-            ("service", &filter.service),
-            ("trace_id", &filter.trace_id),
-        ] {
-            if !value.is_empty() {
-                query
-                    .push(format_args!(" AND {column} = "))
-                    .push_bind(value.as_str());
-            }
-        }
-        query
-            .push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(i64::from(limit));
+        let mut query = list_snapshots_query::<Sqlite>(filter, limit);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(|row| decode(row, "body")).collect()
     }

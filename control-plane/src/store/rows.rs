@@ -1,0 +1,168 @@
+//! What both SQL backends share: turning a row into a record (the schemas
+//! name their columns alike), the one query built at run time, and a migrator
+//! for migrations embedded in the binary.
+
+use std::borrow::Cow;
+
+use keyhole_proto::v1::{Breakpoint, Instance, SnapshotFilter};
+use prost::Message;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+
+use super::{
+    ApiTokenRecord, InstanceRecord, ServiceProbeRecord, SessionRecord, SigningKeyRecord, StoreError,
+    StoreResult,
+};
+
+/// A migration compiled into the binary: version, name, SQL.
+pub(super) type EmbeddedMigration = (i64, &'static str, &'static str);
+
+/// A migrator for `migrations`, which need no files at run time.
+pub(super) fn migrator(migrations: &'static [EmbeddedMigration]) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            migrations
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(name),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// The query of [`super::Store::list_snapshots`]: bodies of the snapshots
+/// matching every non-empty field of `filter`, newest first, at most `limit`.
+pub(super) fn list_snapshots_query<'a, DB>(filter: &'a SnapshotFilter, limit: u32) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT body FROM snapshots WHERE 1 = 1");
+    for (column, value) in [
+        ("session_id", &filter.session_id),
+        ("breakpoint_id", &filter.breakpoint_id),
+        ("service", &filter.service),
+        ("trace_id", &filter.trace_id),
+    ] {
+        if !value.is_empty() {
+            query
+                .push(format_args!(" AND {column} = "))
+                .push_bind(value.as_str());
+        }
+    }
+    query
+        .push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    query
+}
+
+/// The column types records are made of, read by name from a row of either backend.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> StoreResult<String>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    fn optional_int(&self, column: &str) -> StoreResult<Option<i64>>;
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>>;
+}
+
+impl<R> Columns for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, column: &str) -> StoreResult<String> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn optional_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+/// The protocol message stored whole in `column`.
+pub(super) fn decode<M: Message + Default>(row: &impl Columns, column: &str) -> StoreResult<M> {
+    Ok(M::decode(row.bytes(column)?.as_slice())?)
+}
+
+pub(super) fn signing_key_from_row(row: &impl Columns) -> StoreResult<SigningKeyRecord> {
+    Ok(SigningKeyRecord {
+        key_id: row.text("key_id")?,
+        secret: row
+            .bytes("secret")?
+            .try_into()
+            .map_err(|_| StoreError("stored signing key is not 32 bytes".into()))?,
+        created_at: row.int("created_at")?,
+        retired_at: row.optional_int("retired_at")?,
+    })
+}
+
+pub(super) fn session_from_row(row: &impl Columns) -> StoreResult<SessionRecord> {
+    Ok(SessionRecord {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        creator: row.text("creator")?,
+        key_id: row.text("key_id")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        closed_at: row.optional_int("closed_at")?,
+    })
+}
+
+pub(super) fn token_from_row(row: &impl Columns) -> StoreResult<ApiTokenRecord> {
+    let role = row.text("role")?;
+    Ok(ApiTokenRecord {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        role: role
+            .parse()
+            .map_err(|_| StoreError(format!("stored token has unknown role {role:?}")))?,
+        secret_hash: row.bytes("secret_hash")?,
+        creator: row.text("creator")?,
+        created_at: row.int("created_at")?,
+        revoked_at: row.optional_int("revoked_at")?,
+    })
+}
+
+/// A stored breakpoint, with the deletion time kept in its own column.
+pub(super) fn breakpoint_from_row(row: &impl Columns) -> StoreResult<Breakpoint> {
+    let mut breakpoint: Breakpoint = decode(row, "body")?;
+    breakpoint.deleted_at_unix_ms = row.optional_int("deleted_at")?.unwrap_or(0);
+    Ok(breakpoint)
+}
+
+pub(super) fn instance_from_row(row: &impl Columns) -> StoreResult<InstanceRecord> {
+    let mut instance: Instance = decode(row, "body")?;
+    instance.last_seen_unix_ms = row.int("last_seen")?;
+    Ok(InstanceRecord {
+        service: row.text("service")?,
+        instance,
+    })
+}
+
+pub(super) fn service_probe_from_row(row: &impl Columns) -> StoreResult<ServiceProbeRecord> {
+    Ok(ServiceProbeRecord {
+        service: row.text("service")?,
+        agent_id: row.text("agent_id")?,
+        probe: decode(row, "body")?,
+    })
+}
