@@ -179,7 +179,7 @@ impl AgentService for AgentApi {
             .map_err(|e| storage_status(&e))?;
         if outcome.stored > 0 {
             let seq = store.last_snapshot_seq().await.map_err(|e| storage_status(&e))?;
-            self.plane.snapshot_seq.send_replace(seq);
+            self.plane.snapshot_seen(seq);
         }
         Ok(Response::new(UploadSnapshotsResponse {
             stored: outcome.stored,

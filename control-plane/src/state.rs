@@ -189,16 +189,20 @@ impl ControlPlane {
                 }
                 self.breakpoints_changed(version);
             }
-            StoreChange::Snapshots { seq } => {
-                self.snapshot_seq.send_if_modified(|current| {
-                    let newer = seq > *current;
-                    if newer {
-                        *current = seq;
-                    }
-                    newer
-                });
-            }
+            StoreChange::Snapshots { seq } => self.snapshot_seen(seq),
         }
+    }
+
+    /// Tells snapshot streams that snapshots up to position `seq` are stored;
+    /// never moves backwards (uploads finish in any order).
+    pub fn snapshot_seen(&self, seq: i64) {
+        self.snapshot_seq.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
+            }
+            newer
+        });
     }
 
     /// Loads the keys from the store; whether they differ from those in force.

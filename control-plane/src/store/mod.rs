@@ -125,8 +125,8 @@ pub enum StoreChange {
 pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
-    /// Retires every unretired key other than `keep`, and bumps the breakpoint
-    /// version so agents get the new key list.
+    /// Retires every unretired key other than `keep` (the caller bumps the
+    /// breakpoint version so agents get the new key list).
     async fn retire_signing_keys_except(&self, keep: &str, at: i64) -> StoreResult<()>;
     /// Bumps the breakpoint version (agents are sent their set again).
     async fn bump_breakpoint_version(&self) -> StoreResult<u64>;
