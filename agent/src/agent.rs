@@ -3,15 +3,18 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use keyhole_proto::redaction::RedactionList;
+use keyhole_proto::tls::ClientTlsError;
 use keyhole_proto::token::SessionVerifier;
 use keyhole_proto::v1::VerificationKey;
 use tokio::sync::{oneshot, watch};
+use tonic::transport::Endpoint;
 
 use crate::budget::RateLimit;
 use crate::callsite::{self, CALLSITES};
@@ -32,11 +35,15 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub const ENV_ADDRESS: &str = "KEYHOLE_ADDR";
 pub const ENV_TOKEN: &str = "KEYHOLE_TOKEN";
 pub const ENV_SERVICE: &str = "KEYHOLE_SERVICE";
+pub const ENV_CA_FILE: &str = "KEYHOLE_CA_FILE";
 
 /// Everything the agent is configured with.
 #[derive(Clone)]
 pub struct AgentConfig {
     pub address: String,
+    /// The CA certificate (PEM) that signed the control plane's certificate,
+    /// for an `https://` address; without it, the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
     pub token: String,
     pub service: String,
     pub instance_id: String,
@@ -54,6 +61,7 @@ impl fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentConfig")
             .field("address", &self.address)
+            .field("ca_file", &self.ca_file)
             .field("token", &"<redacted>")
             .field("service", &self.service)
             .field("instance_id", &self.instance_id)
@@ -67,6 +75,8 @@ pub enum AgentError {
     MissingService,
     MissingToken,
     InvalidAddress(String),
+    /// The CA file cannot be used, or TLS cannot be set up for the address.
+    Tls(ClientTlsError),
     AlreadyRunning,
     Thread(std::io::Error),
 }
@@ -84,6 +94,13 @@ impl fmt::Display for AgentError {
             AgentError::InvalidAddress(address) => write!(
                 f,
                 "control plane address {address:?} is not a URL like {DEFAULT_ADDRESS}; set {ENV_ADDRESS}"
+            ),
+            AgentError::Tls(e @ ClientTlsError::CaFileWithoutHttps { .. }) => {
+                write!(f, "{e}; use an https:// address, or no CA file for http://")
+            }
+            AgentError::Tls(e) => write!(
+                f,
+                "{e}; call .ca_file(..) or set {ENV_CA_FILE} to the CA certificate (PEM) that signed the control plane's certificate"
             ),
             AgentError::AlreadyRunning => f.write_str("a keyhole agent is already running in this process"),
             AgentError::Thread(e) => write!(f, "cannot start the agent's thread: {e}"),
@@ -112,6 +129,7 @@ impl Default for AgentBuilder {
         Self {
             config: AgentConfig {
                 address: DEFAULT_ADDRESS.to_owned(),
+                ca_file: None,
                 token: String::new(),
                 service: String::new(),
                 instance_id: default_instance_id(),
@@ -145,9 +163,30 @@ impl AgentBuilder {
         self
     }
 
-    /// The control plane's address (default `http://127.0.0.1:7070`).
+    /// The control plane's address (default `http://127.0.0.1:7070`);
+    /// `https://` when it serves TLS.
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.config.address = address.into();
+        self
+    }
+
+    /// The CA certificate (a PEM file) that signed the control plane's
+    /// certificate, for an `https://` address. Without one, the agent trusts
+    /// the system's root certificates. The file is read by [`init`](Self::init),
+    /// which fails if it cannot be used.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), keyhole::AgentError> {
+    /// let agent = keyhole::Agent::builder()
+    ///     .service("shop")
+    ///     .address("https://keyhole.internal:7070")
+    ///     .ca_file("/etc/keyhole/ca.pem")
+    ///     .with_default_env()
+    ///     .init()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.ca_file = Some(path.into());
         self
     }
 
@@ -209,8 +248,9 @@ impl AgentBuilder {
         self
     }
 
-    /// Takes `KEYHOLE_ADDR`, `KEYHOLE_TOKEN` and `KEYHOLE_SERVICE` from the
-    /// environment where they are set (later builder calls still win).
+    /// Takes `KEYHOLE_ADDR`, `KEYHOLE_TOKEN`, `KEYHOLE_SERVICE` and
+    /// `KEYHOLE_CA_FILE` from the environment where they are set (later
+    /// builder calls still win).
     pub fn with_default_env(mut self) -> Self {
         let read = |name| {
             std::env::var(name)
@@ -226,6 +266,9 @@ impl AgentBuilder {
         }
         if let Some(service) = read(ENV_SERVICE) {
             self.config.service = service;
+        }
+        if let Some(ca_file) = read(ENV_CA_FILE) {
+            self.config.ca_file = Some(ca_file.into());
         }
         self
     }
@@ -280,10 +323,7 @@ impl AgentBuilder {
         if config.token.trim().is_empty() {
             return Err(AgentError::MissingToken);
         }
-        let valid_address = config.address.starts_with("http://") || config.address.starts_with("https://");
-        if !valid_address || tonic::transport::Endpoint::from_shared(config.address.clone()).is_err() {
-            return Err(AgentError::InvalidAddress(config.address));
-        }
+        let endpoint = crate::connection::endpoint(&config)?;
         let (queue, receiver) = snapshot_queue(config.queue_capacity, config.queue_bytes);
         let (_, duplicate_labels) = callsite::catalogue();
         for label in &duplicate_labels {
@@ -302,6 +342,7 @@ impl AgentBuilder {
             next_snapshot: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             installed: Mutex::new(Installed::default()),
+            endpoint,
             config,
         });
         // Only one agent per process: probes are process-wide.
@@ -421,6 +462,8 @@ pub struct AgentCore {
     /// Snapshots handed to the queue, ever.
     pub accepted: AtomicU64,
     installed: Mutex<Installed>,
+    /// The control plane, with TLS set up for `https://`.
+    pub(crate) endpoint: Endpoint,
 }
 
 impl AgentCore {

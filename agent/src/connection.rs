@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyhole_proto::bearer::BearerToken;
+use keyhole_proto::tls::{self, CaFile};
 use keyhole_proto::v1::agent_service_client::AgentServiceClient;
 use keyhole_proto::v1::{
     BreakpointSet, BreakpointState, InstanceStatus, RegisterRequest, ReportStatusRequest,
@@ -18,7 +19,7 @@ use tokio::time::{sleep, timeout, Instant};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::agent::{unix_millis, AgentCore, ShutdownReport};
+use crate::agent::{unix_millis, AgentConfig, AgentCore, AgentError, ShutdownReport};
 use crate::backoff::Backoff;
 use crate::callsite;
 use crate::queue::{PendingSnapshot, SnapshotReceiver};
@@ -228,15 +229,30 @@ async fn flush(core: &AgentCore, connection: Option<(Client, String)>, uploader:
     }
 }
 
+/// The control plane at the configured address, over TLS for `https://`;
+/// checked when the agent starts, so a wrong address or CA file fails `init`.
+pub(crate) fn endpoint(config: &AgentConfig) -> Result<Endpoint, AgentError> {
+    let address = &config.address;
+    let endpoint = match Endpoint::from_shared(address.clone()) {
+        Ok(endpoint) if address.starts_with("http://") || address.starts_with("https://") => endpoint,
+        _ => return Err(AgentError::InvalidAddress(address.clone())),
+    };
+    let ca = config
+        .ca_file
+        .as_ref()
+        .map(CaFile::read)
+        .transpose()
+        .map_err(AgentError::Tls)?;
+    let endpoint = tls::secure(endpoint, ca.as_ref()).map_err(AgentError::Tls)?;
+    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT))
+}
+
 async fn connect(core: &AgentCore) -> Result<(Client, String), String> {
     let config = &core.config;
-    let endpoint = Endpoint::from_shared(config.address.clone())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", config.address))?;
+    let channel = core.endpoint.connect().await.map_err(|e| {
+        let error = with_causes(e.to_string(), std::error::Error::source(&e));
+        format!("connecting to {}: {error}", config.address)
+    })?;
     let bearer = BearerToken::new(&config.token).map_err(|e| e.to_string())?;
     let mut client = AgentServiceClient::new(InterceptedService::new(channel, bearer));
     let (sites, _) = callsite::catalogue();
@@ -251,10 +267,28 @@ async fn connect(core: &AgentCore) -> Result<(Client, String), String> {
     let registered = timeout(CALL_TIMEOUT, client.register(request))
         .await
         .map_err(|_| "register timed out".to_string())?
-        .map_err(|status| format!("register refused: {}", status.message()))?
+        .map_err(|status| {
+            let error = with_causes(status.message().to_owned(), std::error::Error::source(&status));
+            format!("register refused: {error}")
+        })?
         .into_inner();
     core.set_keys(&registered.keys);
     Ok((client, registered.agent_id))
+}
+
+/// `message` and the causes under it, each once: tonic's own message
+/// ("transport error") says nothing of a refused connection, an untrusted
+/// certificate or a plain-HTTP client at a TLS port.
+fn with_causes(message: String, mut cause: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut text = message;
+    while let Some(error) = cause {
+        let next = error.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// One connected period: the breakpoint stream, uploads and status reports,

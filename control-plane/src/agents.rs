@@ -167,11 +167,13 @@ impl AgentService for AgentApi {
             .insert_snapshots(&request.snapshots)
             .await
             .map_err(|e| storage_status(&e))?;
+        self.plane.metrics.snapshots_ingested(outcome);
         if !request.drops.is_empty() {
             store
                 .add_drop_counts(&request.agent_id, &request.drops)
                 .await
                 .map_err(|e| storage_status(&e))?;
+            self.plane.metrics.hits_refused(&request.drops);
         }
         store
             .touch_instance(&request.agent_id, now)

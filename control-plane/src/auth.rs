@@ -86,11 +86,17 @@ pub struct Principal {
 impl Principal {
     /// How the caller is named in records it creates.
     pub fn display_name(&self) -> String {
-        if self.name.is_empty() {
-            self.token_id.clone()
-        } else {
-            format!("{} ({})", self.name, self.token_id)
-        }
+        display_name(&self.name, &self.token_id)
+    }
+}
+
+/// How the holder of token `token_id` named `name` is shown: `name (id)`, or
+/// the id alone when the token has no name.
+pub fn display_name(name: &str, token_id: &str) -> String {
+    if name.is_empty() {
+        token_id.to_owned()
+    } else {
+        format!("{name} ({token_id})")
     }
 }
 

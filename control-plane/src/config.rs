@@ -24,7 +24,52 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// A PostgreSQL database shared with other replicas, instead of SQLite.
     pub database: Option<DatabaseUrl>,
+    /// Serve gRPC and the UI over TLS; plain HTTP without.
+    pub tls: Option<TlsFiles>,
     pub limits: ServerLimits,
+    /// How long snapshots are kept.
+    pub retention: Retention,
+}
+
+/// Snapshots received longer ago than this are deleted.
+pub const DEFAULT_RETAIN_SNAPSHOTS_FOR: Duration = Duration::from_secs(7 * 24 * 3_600);
+/// Beyond this many snapshots of one breakpoint, the oldest are deleted.
+pub const DEFAULT_RETAIN_PER_BREAKPOINT: u32 = 1_000;
+/// How often the server looks for snapshots to delete.
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Snapshots deleted per statement.
+pub const RETENTION_BATCH: u32 = 500;
+/// The pause between two batches, which lets uploads and reads through.
+pub const RETENTION_BATCH_PAUSE: Duration = Duration::from_millis(100);
+
+/// What snapshots the server keeps, and how it deletes the rest (see
+/// [`crate::ops::retention`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_per_breakpoint: u32,
+    pub interval: Duration,
+    pub batch_size: u32,
+    pub batch_pause: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: DEFAULT_RETAIN_SNAPSHOTS_FOR,
+            max_per_breakpoint: DEFAULT_RETAIN_PER_BREAKPOINT,
+            interval: DEFAULT_RETENTION_INTERVAL,
+            batch_size: RETENTION_BATCH,
+            batch_pause: RETENTION_BATCH_PAUSE,
+        }
+    }
+}
+
+/// The server's certificate chain and its private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A database URL as the operator gave it. It may hold a password, so it

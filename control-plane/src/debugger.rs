@@ -1,6 +1,7 @@
 //! `DebuggerService`: what people do through the CLI and the UI — list
 //! services and probes, open sessions, set breakpoints, read snapshots,
-//! manage tokens.
+//! manage tokens, read the audit log. Every change and every snapshot view is
+//! written to the audit log first (see [`crate::audit`]).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -11,24 +12,28 @@ use keyhole_proto::limits::DEFAULT_SESSION_TTL;
 use keyhole_proto::v1::debugger_service_server::DebuggerService;
 use keyhole_proto::v1::{
     ApiToken, Breakpoint, CloseSessionRequest, CreateTokenRequest, DeleteBreakpointRequest,
-    GetBreakpointRequest, GetSnapshotRequest, ListBreakpointsRequest, ListBreakpointsResponse,
-    ListProbesRequest, ListProbesResponse, ListServicesRequest, ListServicesResponse, ListSessionKeysRequest,
-    ListSessionKeysResponse, ListSessionsRequest, ListSessionsResponse, ListSnapshotsResponse,
-    ListTokensRequest, ListTokensResponse, OpenSessionRequest, RevokeTokenRequest, RotateSessionKeysRequest,
-    Service, ServiceProbe, Session, SessionKey, SetBreakpointRequest, Snapshot, SnapshotFilter,
+    GetBreakpointRequest, GetSnapshotRequest, ListAuditRequest, ListAuditResponse, ListBreakpointsRequest,
+    ListBreakpointsResponse, ListProbesRequest, ListProbesResponse, ListServicesRequest,
+    ListServicesResponse, ListSessionKeysRequest, ListSessionKeysResponse, ListSessionsRequest,
+    ListSessionsResponse, ListSnapshotsResponse, ListTokensRequest, ListTokensResponse, OpenSessionRequest,
+    RevokeTokenRequest, RotateSessionKeysRequest, Service, ServiceProbe, Session, SessionKey,
+    SetBreakpointRequest, Snapshot, SnapshotFilter,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::audit::{entry_message, Actor, AuditAction};
 use crate::auth::{mint_token, Role};
 use crate::breakpoints::{self, BreakpointContext, Refusal};
 use crate::ids::{self, now_ms};
 use crate::state::ControlPlane;
-use crate::store::{ApiTokenRecord, SessionRecord};
+use crate::store::{ApiTokenRecord, AuditFilter, AuditRecord, SessionRecord};
 use crate::{check_text, storage_status};
 
+/// The target of a key rotation's audit entry: the set of session-signing keys.
+const SESSION_KEYS_TARGET: &str = "session-keys";
 /// Snapshots a watch stream reads from storage per wake-up.
 const WATCH_PAGE: u32 = 100;
 /// Snapshots buffered per watch stream before the sender waits.
@@ -63,6 +68,24 @@ impl DebuggerApi {
         Self { plane }
     }
 
+    /// The caller of `request`, if its token allows `needed`, as the audit log names it.
+    async fn actor<T>(&self, request: &Request<T>, needed: Role) -> Result<Actor, Status> {
+        let principal = self.plane.auth.check(request, needed).await?;
+        Ok(Actor::new(principal, request))
+    }
+
+    /// Writes `entry` before what it records is done; if it cannot be
+    /// written, the call is refused.
+    async fn audit(&self, entry: AuditRecord) -> Result<(), Status> {
+        self.plane.store.insert_audit(&entry).await.map_err(|error| {
+            tracing::error!(%error, action = %entry.action, target = %entry.target, "writing the audit log failed");
+            Status::unavailable(format!(
+                "the control plane cannot write its audit log ({error}), so it did not do this; \
+                 try again once its storage is back"
+            ))
+        })
+    }
+
     async fn session_keys(&self) -> Result<Response<ListSessionKeysResponse>, Status> {
         let signing = self.plane.keys().signer.key_id().to_owned();
         let keys = stored!(self.plane.store.signing_keys())
@@ -76,6 +99,19 @@ impl DebuggerApi {
             })
             .collect();
         Ok(Response::new(ListSessionKeysResponse { keys }))
+    }
+
+    /// How many items a list call asked for (0: the default), if at most the maximum.
+    fn list_limit(&self, asked: u32) -> Result<u32, Status> {
+        let limits = &self.plane.limits;
+        match asked {
+            0 => Ok(limits.default_list_limit),
+            n if n > limits.max_list_limit => Err(Status::invalid_argument(format!(
+                "limit {n} is above the maximum of {}",
+                limits.max_list_limit
+            ))),
+            n => Ok(n),
+        }
     }
 
     /// Fills in what agents reported about a breakpoint: per-instance status
@@ -185,7 +221,7 @@ impl DebuggerService for DebuggerApi {
     }
 
     async fn open_session(&self, request: Request<OpenSessionRequest>) -> Result<Response<Session>, Status> {
-        let principal = self.plane.auth.check(&request, Role::Debugger).await?;
+        let actor = self.actor(&request, Role::Debugger).await?;
         let request = request.into_inner();
         check_text("session name", &request.name, self.plane.limits.max_name_len)?;
         let max = self.plane.limits.max_session_ttl;
@@ -206,7 +242,7 @@ impl DebuggerService for DebuggerApi {
         let record = SessionRecord {
             id: ids::new_id("ses"),
             name: request.name,
-            creator: principal.display_name(),
+            creator: actor.principal.display_name(),
             key_id: keys.signer.key_id().to_owned(),
             created_at: now,
             expires_at,
@@ -217,6 +253,9 @@ impl DebuggerService for DebuggerApi {
             .signer
             .sign(&record.id, expires_unix)
             .map_err(|e| Status::internal(format!("signing the session failed: {e}")))?;
+        let detail = format!("name {:?}, ttl {}s", record.name, ttl.as_secs());
+        self.audit(actor.entry(AuditAction::SessionOpen, &record.id, detail))
+            .await?;
         stored!(self.plane.store.insert_session(&record));
         tracing::info!(session = %record.id, creator = %record.creator, "session opened");
         Ok(Response::new(session_message(&record, token)))
@@ -226,11 +265,14 @@ impl DebuggerService for DebuggerApi {
         &self,
         request: Request<CloseSessionRequest>,
     ) -> Result<Response<Session>, Status> {
-        self.plane.auth.check(&request, Role::Debugger).await?;
+        let actor = self.actor(&request, Role::Debugger).await?;
         let id = request.into_inner().id;
-        let record = stored!(self.plane.store.close_session(&id, now_ms())).ok_or_else(|| {
-            Status::not_found(format!("no session `{id}`; `keyhole session list` shows them"))
-        })?;
+        let not_found = || Status::not_found(format!("no session `{id}`; `keyhole session list` shows them"));
+        let session = stored!(self.plane.store.get_session(&id)).ok_or_else(not_found)?;
+        let detail = format!("name {:?}", session.name);
+        self.audit(actor.entry(AuditAction::SessionClose, &id, detail))
+            .await?;
+        let record = stored!(self.plane.store.close_session(&id, now_ms())).ok_or_else(not_found)?;
         self.plane
             .breakpoints_changed(stored!(self.plane.store.breakpoint_version()));
         Ok(Response::new(session_message(&record, String::new())))
@@ -255,7 +297,7 @@ impl DebuggerService for DebuggerApi {
         &self,
         request: Request<SetBreakpointRequest>,
     ) -> Result<Response<Breakpoint>, Status> {
-        let principal = self.plane.auth.check(&request, Role::Debugger).await?;
+        let actor = self.actor(&request, Role::Debugger).await?;
         let request = request.into_inner();
         let store = &self.plane.store;
         let service = request.service.trim();
@@ -277,7 +319,7 @@ impl DebuggerService for DebuggerApi {
             limits: &self.plane.limits,
             redaction: &self.plane.redaction,
             now_ms: now_ms(),
-            creator: principal.display_name(),
+            creator: actor.principal.display_name(),
             id: ids::new_id("bp"),
         };
         let breakpoint = breakpoints::build(&request, context).map_err(|refusal| match refusal {
@@ -285,6 +327,9 @@ impl DebuggerService for DebuggerApi {
             Refusal::NotFound(message) => Status::not_found(message),
             Refusal::Precondition(message) => Status::failed_precondition(message),
         })?;
+        let detail = breakpoint_detail(&breakpoint);
+        self.audit(actor.entry(AuditAction::BreakpointSet, &breakpoint.id, detail))
+            .await?;
         let version = stored!(store.insert_breakpoint(&breakpoint));
         self.plane.breakpoints_changed(version);
         tracing::info!(breakpoint = %breakpoint.id, service = %breakpoint.service, probe = %breakpoint.probe_label, "breakpoint set");
@@ -329,15 +374,19 @@ impl DebuggerService for DebuggerApi {
         &self,
         request: Request<DeleteBreakpointRequest>,
     ) -> Result<Response<Breakpoint>, Status> {
-        self.plane.auth.check(&request, Role::Debugger).await?;
+        let actor = self.actor(&request, Role::Debugger).await?;
         let id = request.into_inner().id;
         let store = &self.plane.store;
-        let Some(breakpoint) = stored!(store.delete_breakpoint(&id, now_ms())) else {
-            return Err(match stored!(store.get_breakpoint(&id)) {
-                Some(_) => Status::failed_precondition(format!("breakpoint `{id}` is already deleted")),
-                None => Status::not_found(format!("no breakpoint `{id}`; `keyhole break list` shows them")),
-            });
-        };
+        let already_deleted = || Status::failed_precondition(format!("breakpoint `{id}` is already deleted"));
+        let existing = stored!(store.get_breakpoint(&id)).ok_or_else(|| {
+            Status::not_found(format!("no breakpoint `{id}`; `keyhole break list` shows them"))
+        })?;
+        if existing.deleted_at_unix_ms != 0 {
+            return Err(already_deleted());
+        }
+        self.audit(actor.entry(AuditAction::BreakpointDelete, &id, breakpoint_detail(&existing)))
+            .await?;
+        let breakpoint = stored!(store.delete_breakpoint(&id, now_ms())).ok_or_else(already_deleted)?;
         self.plane
             .breakpoints_changed(stored!(store.breakpoint_version()));
         tracing::info!(breakpoint = %id, "breakpoint deleted");
@@ -350,27 +399,23 @@ impl DebuggerService for DebuggerApi {
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         self.plane.auth.check(&request, Role::Viewer).await?;
         let filter = request.into_inner();
-        let limits = &self.plane.limits;
-        let limit = match filter.limit {
-            0 => limits.default_list_limit,
-            n if n > limits.max_list_limit => {
-                return Err(Status::invalid_argument(format!(
-                    "limit {n} is above the maximum of {}",
-                    limits.max_list_limit
-                )))
-            }
-            n => n,
-        };
+        let limit = self.list_limit(filter.limit)?;
         let snapshots = stored!(self.plane.store.list_snapshots(&filter, limit));
         Ok(Response::new(ListSnapshotsResponse { snapshots }))
     }
 
     async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
-        self.plane.auth.check(&request, Role::Viewer).await?;
+        let actor = self.actor(&request, Role::Viewer).await?;
         let id = request.into_inner().id;
         let snapshot = stored!(self.plane.store.get_snapshot(&id)).ok_or_else(|| {
             Status::not_found(format!("no snapshot `{id}`; `keyhole snapshots list` shows them"))
         })?;
+        let detail = format!(
+            "{} {} (breakpoint {})",
+            snapshot.service, snapshot.probe_label, snapshot.breakpoint_id
+        );
+        self.audit(actor.entry(AuditAction::SnapshotView, &id, detail))
+            .await?;
         Ok(Response::new(snapshot))
     }
 
@@ -419,11 +464,14 @@ impl DebuggerService for DebuggerApi {
     }
 
     async fn create_token(&self, request: Request<CreateTokenRequest>) -> Result<Response<ApiToken>, Status> {
-        let principal = self.plane.auth.check(&request, Role::Admin).await?;
+        let actor = self.actor(&request, Role::Admin).await?;
         let request = request.into_inner();
         let role: Role = request.role.parse().map_err(Status::invalid_argument)?;
         check_text("token name", &request.name, self.plane.limits.max_name_len)?;
-        let minted = mint_token(role, &request.name, &principal.display_name(), now_ms());
+        let minted = mint_token(role, &request.name, &actor.principal.display_name(), now_ms());
+        let detail = format!("role {role}, name {:?}", request.name);
+        self.audit(actor.entry(AuditAction::TokenCreate, &minted.record.id, detail))
+            .await?;
         stored!(self.plane.store.insert_token(&minted.record));
         tracing::info!(token = %minted.record.id, %role, "token created");
         Ok(Response::new(token_message(&minted.record, minted.bearer)))
@@ -453,21 +501,70 @@ impl DebuggerService for DebuggerApi {
         &self,
         request: Request<RotateSessionKeysRequest>,
     ) -> Result<Response<ListSessionKeysResponse>, Status> {
-        let principal = self.plane.auth.check(&request, Role::Admin).await?;
+        let actor = self.actor(&request, Role::Admin).await?;
         let retire_previous = request.into_inner().retire_previous;
+        let detail = if retire_previous {
+            "new signing key; every previous key retired"
+        } else {
+            "new signing key; previous keys still verify"
+        };
+        self.audit(actor.entry(AuditAction::KeysRotate, SESSION_KEYS_TARGET, detail.into()))
+            .await?;
         self.plane
             .rotate_keys(retire_previous)
             .await
             .map_err(|e| storage_status(&e))?;
-        tracing::info!(by = %principal.display_name(), retire_previous, "session keys rotated");
+        tracing::info!(by = %actor.principal.display_name(), retire_previous, "session keys rotated");
         self.session_keys().await
     }
 
     async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<ApiToken>, Status> {
-        self.plane.auth.check(&request, Role::Admin).await?;
+        let actor = self.actor(&request, Role::Admin).await?;
         let id = request.into_inner().id;
-        let record = stored!(self.plane.store.revoke_token(&id, now_ms()))
-            .ok_or_else(|| Status::not_found(format!("no token `{id}`; `keyhole token list` shows them")))?;
+        let not_found = || Status::not_found(format!("no token `{id}`; `keyhole token list` shows them"));
+        let token = stored!(self.plane.store.get_token(&id)).ok_or_else(not_found)?;
+        let detail = format!("role {}, name {:?}", token.role, token.name);
+        self.audit(actor.entry(AuditAction::TokenRevoke, &id, detail))
+            .await?;
+        let record = stored!(self.plane.store.revoke_token(&id, now_ms())).ok_or_else(not_found)?;
         Ok(Response::new(token_message(&record, String::new())))
     }
+
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
+        self.plane.auth.check(&request, Role::Admin).await?;
+        let request = request.into_inner();
+        let action = Some(request.action)
+            .filter(|action| !action.is_empty())
+            .map(|action| action.parse::<AuditAction>().map(|a| a.as_str().to_owned()))
+            .transpose()
+            .map_err(Status::invalid_argument)?;
+        let actor = Some(request.actor).filter(|actor| !actor.is_empty());
+        if let Some(actor) = &actor {
+            check_text("actor", actor, self.plane.limits.max_name_len)?;
+        }
+        let filter = AuditFilter {
+            action,
+            actor,
+            since: Some(request.since_unix_ms).filter(|since| *since > 0),
+        };
+        let limit = self.list_limit(request.limit)?;
+        let entries = stored!(self.plane.store.list_audit(&filter, limit))
+            .into_iter()
+            .map(entry_message)
+            .collect();
+        Ok(Response::new(ListAuditResponse { entries }))
+    }
+}
+
+/// What a breakpoint entry of the audit log says about it.
+fn breakpoint_detail(breakpoint: &Breakpoint) -> String {
+    let session = if breakpoint.session_id.is_empty() {
+        "no session"
+    } else {
+        breakpoint.session_id.as_str()
+    };
+    format!("{} {} ({session})", breakpoint.service, breakpoint.probe_label)
 }

@@ -5,15 +5,18 @@
 //! on one address, and keeps its state behind the [`store::Store`] trait.
 
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod breakpoints;
 pub mod cli;
 pub mod config;
 pub mod debugger;
 pub mod ids;
+pub mod ops;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod ui;
 
 /// A storage failure as the caller sees it: logged in full here, reported

@@ -1,6 +1,7 @@
 //! `keyhole server`: opens storage, makes sure there is an admin token, and
-//! serves gRPC and HTTP on one address until interrupted. With a PostgreSQL
-//! database it is one replica of several, and follows the others' changes.
+//! serves gRPC and HTTP on one address (over TLS when given a certificate)
+//! until interrupted. With a PostgreSQL database it is one replica of
+//! several, and follows the others' changes.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -12,12 +13,15 @@ use keyhole_proto::v1::debugger_service_server::DebuggerServiceServer;
 use tokio::sync::mpsc;
 
 use crate::agents::AgentApi;
+use crate::audit::PeerAddress;
 use crate::auth::{mint_token, Role};
 use crate::config::{ServerConfig, ADMIN_TOKEN_FILE};
 use crate::debugger::DebuggerApi;
 use crate::ids::now_ms;
+use crate::ops;
 use crate::state::ControlPlane;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreChange};
+use crate::tls::{self, TlsListener};
 use crate::ui;
 
 /// How long open streams get to finish after a shutdown signal.
@@ -25,6 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the control plane until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), String> {
+    // A certificate that cannot be used fails the start before anything is touched.
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     create_data_dir(&config.data_dir)?;
     let opened = open_store(&config).await?;
     ensure_admin_token(opened.store.as_ref(), &config.data_dir).await?;
@@ -34,6 +40,7 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
     if let Some(changes) = opened.changes {
         tokio::spawn(plane.clone().follow_store(changes));
     }
+    tokio::spawn(ops::retention::run(plane.clone(), config.retention.clone()));
 
     let max_message = config.limits.max_message_bytes;
     let router = tonic::service::Routes::from(ui::router(plane.clone()))
@@ -45,6 +52,7 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
                 .max_decoding_message_size(max_message),
         )
         .into_axum_router();
+    let router = ops::instrument(router, plane.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
         format!(
@@ -53,11 +61,30 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
         )
     })?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "keyhole server listening on http://{address} (data in {})",
+        "keyhole server listening on {scheme}://{address} (data in {})",
         opened.location
     );
 
+    match tls {
+        None => serve(listener, router).await,
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor).map_err(|e| e.to_string())?;
+            serve(listener, router).await
+        }
+    }
+}
+
+/// Serves `router` on `listener` until SIGINT or SIGTERM.
+async fn serve<L>(listener: L, router: axum::Router) -> Result<(), String>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    PeerAddress: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    // Each request carries its connection's peer, for the audit log.
+    let router = router.into_make_service_with_connect_info::<PeerAddress>();
     let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
     tokio::select! {
         served = serve => served.map_err(|e| format!("server failed: {e}")),

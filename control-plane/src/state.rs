@@ -16,6 +16,7 @@ use tokio::time::MissedTickBehavior;
 use crate::auth::Authenticator;
 use crate::config::ServerLimits;
 use crate::ids;
+use crate::ops::metrics::Metrics;
 use crate::store::{SigningKeyRecord, Store, StoreChange, StoreError, StoreResult};
 
 /// How often a replica sharing its store re-reads the breakpoint version and
@@ -40,6 +41,8 @@ pub struct ControlPlane {
     pub snapshot_seq: watch::Sender<i64>,
     /// Open breakpoint streams per agent id.
     connected: Mutex<HashMap<String, usize>>,
+    /// What `/metrics` reports of this replica.
+    pub metrics: Metrics,
 }
 
 /// The keys sessions are signed and verified with.
@@ -106,6 +109,7 @@ impl ControlPlane {
             breakpoint_version: watch::channel(version).0,
             snapshot_seq: watch::channel(seq).0,
             connected: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
         }))
     }
 
@@ -218,6 +222,11 @@ impl ControlPlane {
 
     pub fn is_connected(&self, agent_id: &str) -> bool {
         self.connections().get(agent_id).is_some_and(|n| *n > 0)
+    }
+
+    /// How many agents hold a breakpoint stream open to this replica.
+    pub fn connected_agents(&self) -> usize {
+        self.connections().len()
     }
 
     /// Marks `agent_id` connected until the returned guard is dropped.

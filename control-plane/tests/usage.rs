@@ -39,6 +39,7 @@ fn help_names_every_noun() {
         "break",
         "snapshots",
         "token",
+        "audit",
     ] {
         assert!(help.contains(noun), "--help lacks {noun}:\n{help}");
     }

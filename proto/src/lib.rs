@@ -9,12 +9,15 @@
 //! - [`redaction`]: the identifiers whose values are never captured.
 //! - [`limits`]: capture limits and budgets with their defaults.
 //! - `bearer`: the API token interceptor for clients (feature `client`).
+//! - `tls`: how clients trust an `https://` control plane (feature `client`).
 
 #[cfg(feature = "client")]
 pub mod bearer;
 pub mod condition;
 pub mod limits;
 pub mod redaction;
+#[cfg(feature = "client")]
+pub mod tls;
 pub mod token;
 
 #[cfg(feature = "serde")]

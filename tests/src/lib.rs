@@ -2,6 +2,9 @@
 //! processes on loopback ports with their own data directories, runs the real
 //! `keyhole` CLI against them, and connects fake agents over gRPC.
 
+pub mod load;
+pub mod proxy;
+pub mod scale;
 pub mod web_ui;
 pub mod webdriver;
 
@@ -344,7 +347,9 @@ impl Server {
 
     /// The `host:port` it listens on.
     pub fn listen_addr(&self) -> &str {
-        self.addr.trim_start_matches("http://")
+        self.addr
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     /// Stops the server with SIGKILL: no chance to flush anything.
@@ -394,6 +399,27 @@ impl TestDatabase {
     /// Runs `sql` (one or more statements) in it, like an operator with `psql` would.
     pub fn execute(&self, sql: &str) {
         run_sql(&self.url, sql).unwrap_or_else(|e| panic!("SQL on {} failed ({e}): {sql}", self.name));
+    }
+
+    /// Cuts it off like an outage would: new connections to it are refused
+    /// and every open one is terminated, until [`TestDatabase::allow_connections`].
+    pub fn refuse_connections(&self) {
+        let name = &self.name;
+        self.execute_on_server(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+    }
+
+    /// Ends [`TestDatabase::refuse_connections`].
+    pub fn allow_connections(&self) {
+        self.execute_on_server(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name));
+    }
+
+    /// Runs `sql` on the server's own database, from where this one can be altered.
+    fn execute_on_server(&self, sql: &str) {
+        run_sql(&self.server_url, sql)
+            .unwrap_or_else(|e| panic!("SQL on the test server failed ({e}): {sql}"));
     }
 }
 

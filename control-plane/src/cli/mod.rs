@@ -2,9 +2,11 @@
 //! default and `--output json` everywhere. Every failure is one line on
 //! stderr and exit code 1; usage errors exit with 2.
 
+mod audit;
 mod client;
 mod duration;
 mod render;
+mod retention;
 pub(crate) mod time;
 
 use std::collections::HashMap;
@@ -14,15 +16,17 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyhole_proto::v1::{
     BaggageFilter, CaptureLimits, CloseSessionRequest, CreateTokenRequest, DeleteBreakpointRequest,
-    GetBreakpointRequest, GetSnapshotRequest, ListBreakpointsRequest, ListProbesRequest, ListServicesRequest,
-    ListSessionKeysRequest, ListSessionsRequest, ListTokensRequest, OpenSessionRequest, RevokeTokenRequest,
-    RotateSessionKeysRequest, SetBreakpointRequest, SnapshotFilter,
+    GetBreakpointRequest, GetSnapshotRequest, ListAuditRequest, ListBreakpointsRequest, ListProbesRequest,
+    ListServicesRequest, ListSessionKeysRequest, ListSessionsRequest, ListTokensRequest, OpenSessionRequest,
+    RevokeTokenRequest, RotateSessionKeysRequest, SetBreakpointRequest, SnapshotFilter,
 };
 
-use crate::config::{DatabaseUrl, ServerConfig, ServerLimits, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::config::{DatabaseUrl, ServerConfig, ServerLimits, TlsFiles, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+pub use audit::AuditVerb;
 pub use client::DEFAULT_ADDR;
 use client::{Client, Connection};
 use render::Output;
+use retention::RetentionArgs;
 
 #[derive(Parser)]
 #[command(
@@ -42,9 +46,13 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Address of the control plane.
+    /// Address of the control plane (https://host:port when it serves TLS).
     #[arg(long, env = "KEYHOLE_ADDR", default_value = DEFAULT_ADDR, global = true)]
     pub addr: String,
+    /// CA certificate (PEM) that signed the control plane's certificate, for an https://
+    /// address (default: the system's trusted roots).
+    #[arg(long, env = "KEYHOLE_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// API token (default: ./keyhole-data/admin.token, if it exists).
     #[arg(long, env = "KEYHOLE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
@@ -112,6 +120,14 @@ pub enum Command {
         #[command(flatten)]
         global: GlobalArgs,
     },
+    /// The audit log: who changed breakpoints, sessions, tokens and keys, and
+    /// who viewed which snapshot (admin only).
+    Audit {
+        #[command(subcommand)]
+        verb: AuditVerb,
+        #[command(flatten)]
+        global: GlobalArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +160,15 @@ pub struct ServerArgs {
         value_name = "URL"
     )]
     pub database: Option<String>,
+    /// Serve gRPC and the UI over TLS (https://) with this certificate chain, a PEM file.
+    /// Needs --tls-key.
+    #[arg(long, env = "KEYHOLE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, a PEM file.
+    #[arg(long, env = "KEYHOLE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 impl ServerArgs {
@@ -152,7 +177,13 @@ impl ServerArgs {
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             database: self.database.clone().map(DatabaseUrl::new),
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
             limits: ServerLimits::default(),
+            retention: self.retention.retention(),
         }
     }
 }
@@ -401,12 +432,17 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Snapshots { verb, global } => (global, Action::Snapshots(verb)),
         Command::Token { verb, global } => (global, Action::Token(verb)),
         Command::Keys { verb, global } => (global, Action::Keys(verb)),
+        Command::Audit { verb, global } => (global, Action::Audit(verb)),
     };
     let out = Output::new(global.output);
     // Check what can be checked before connecting, so typos fail fast.
     let prepared = action.prepare()?;
-    let mut client = Client::connect(&Connection::from_args(&global)?).await?;
-    prepared.execute(&mut client, &out).await
+    let connection = Connection::from_args(&global)?;
+    let mut client = Client::connect(&connection).await?;
+    prepared
+        .execute(&mut client, &out)
+        .await
+        .map_err(|e| connection.explain(e))
 }
 
 enum Action {
@@ -417,6 +453,7 @@ enum Action {
     Snapshots(SnapshotsVerb),
     Token(TokenVerb),
     Keys(KeysVerb),
+    Audit(AuditVerb),
 }
 
 /// A command whose arguments have been checked, ready to send.
@@ -438,6 +475,7 @@ enum Prepared {
     RevokeToken(RevokeTokenRequest),
     ListKeys,
     RotateKeys(RotateSessionKeysRequest),
+    ListAudit(ListAuditRequest),
 }
 
 impl Action {
@@ -482,6 +520,7 @@ impl Action {
             Action::Keys(KeysVerb::Rotate { retire_previous }) => {
                 Prepared::RotateKeys(RotateSessionKeysRequest { retire_previous })
             }
+            Action::Audit(verb) => Prepared::ListAudit(verb.request()?),
         })
     }
 }
@@ -547,6 +586,7 @@ impl Prepared {
             Prepared::RotateKeys(request) => {
                 out.keys(&client::call(api.rotate_session_keys(request)).await?.keys)
             }
+            Prepared::ListAudit(request) => out.audit(&client::call(api.list_audit(request)).await?.entries),
         }
     }
 }

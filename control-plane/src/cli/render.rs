@@ -2,6 +2,8 @@
 //! (`--output json`) for scripts. Captured strings are printed escaped, so a
 //! captured value can never drive the terminal.
 
+mod audit;
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 

@@ -109,6 +109,45 @@ pub struct IngestOutcome {
     pub duplicates: u32,
 }
 
+/// One entry of the audit log: who did what to which target, when, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Its position in the log, given by the store; ignored when inserting.
+    pub seq: i64,
+    pub at: i64,
+    /// What was done, e.g. `breakpoint.set` (see [`crate::audit::AuditAction`]).
+    pub action: String,
+    /// The name of the actor's token (may be empty) and its id.
+    pub actor_name: String,
+    pub token_id: String,
+    /// Where the call came from.
+    pub address: String,
+    /// The id of what was acted on.
+    pub target: String,
+    pub detail: String,
+}
+
+/// Which audit entries to list; `None` matches every entry.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    /// A token's name or its id.
+    pub actor: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<i64>,
+}
+
+/// What one batch of snapshot retention did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pruned {
+    /// This many snapshots were deleted; fewer than the batch allowed means
+    /// none is left to delete.
+    Deleted(u64),
+    /// Another replica sharing the store is deleting right now; this one
+    /// deleted nothing and leaves the work to it.
+    Elsewhere,
+}
+
 /// A change committed to a store that several replicas share, as the store
 /// reports it to each of them (see [`PostgresStore::watch_changes`]). A store
 /// only one process uses reports nothing: that process made every change.
@@ -183,4 +222,15 @@ pub trait Store: Send + Sync + 'static {
     /// oldest first, at most `limit`, each with its position.
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>>;
     async fn last_snapshot_seq(&self) -> StoreResult<i64>;
+
+    /// Deletes at most `limit` of the snapshots received before `cutoff`, oldest first.
+    async fn delete_snapshots_received_before(&self, cutoff: i64, limit: u32) -> StoreResult<Pruned>;
+    /// Deletes at most `limit` of the snapshots that are not among the newest
+    /// `keep` of their breakpoint, oldest first.
+    async fn delete_snapshots_beyond(&self, keep: u32, limit: u32) -> StoreResult<Pruned>;
+
+    /// Appends an entry to the audit log, durably, before returning.
+    async fn insert_audit(&self, entry: &AuditRecord) -> StoreResult<()>;
+    /// Audit entries matching `filter`, newest first, at most `limit`.
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditRecord>>;
 }

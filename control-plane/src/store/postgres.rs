@@ -4,6 +4,7 @@
 //! it, so each replica hears of it on commit (see [`listener`]).
 
 mod listener;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -17,12 +18,13 @@ use sqlx::{ConnectOptions as _, Connection as _, PgExecutor, PgPool, Postgres, R
 use tokio::sync::mpsc;
 
 use super::rows::{
-    breakpoint_from_row, decode, instance_from_row, list_snapshots_query, migrator, service_probe_from_row,
-    session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
+    audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
+    insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
+    service_probe_from_row, session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
 };
 use super::{
-    ApiTokenRecord, IngestOutcome, InstanceRecord, ServiceProbeRecord, SessionRecord, SigningKeyRecord,
-    Store, StoreChange, StoreError, StoreResult,
+    ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
+    SessionRecord, SigningKeyRecord, Store, StoreChange, StoreError, StoreResult,
 };
 
 /// Connections in each replica's pool (PostgreSQL allows 100 by default, for every replica together).
@@ -42,8 +44,19 @@ pub(super) const LISTENER_APPLICATION_NAME: &str = "keyhole-listener";
 /// same in every replica; it reads "keyhole" and a 1).
 const SNAPSHOT_INGEST_LOCK: i64 = 0x6b65_7968_6f6c_6501;
 
-const MIGRATIONS: &[EmbeddedMigration] =
-    &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[EmbeddedMigration] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "audit",
+        include_str!("../../migrations/postgres/0002_audit.sql"),
+    ),
+    (
+        3,
+        "retention",
+        include_str!("../../migrations/postgres/0003_retention.sql"),
+    ),
+];
 
 /// Reads the breakpoint version.
 const READ_VERSION: &str = "SELECT value FROM meta WHERE key = 'breakpoint_version'";
@@ -580,5 +593,25 @@ impl Store for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(seq.unwrap_or(0))
+    }
+
+    async fn delete_snapshots_received_before(&self, cutoff: i64, limit: u32) -> StoreResult<Pruned> {
+        retention::prune(&self.pool, delete_received_before_query(cutoff, limit)).await
+    }
+
+    async fn delete_snapshots_beyond(&self, keep: u32, limit: u32) -> StoreResult<Pruned> {
+        retention::prune(&self.pool, delete_beyond_query(keep, limit)).await
+    }
+
+    async fn insert_audit(&self, entry: &AuditRecord) -> StoreResult<()> {
+        let mut query = insert_audit_query::<Postgres>(entry);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let mut query = list_audit_query::<Postgres>(filter, limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(audit_from_row).collect()
     }
 }

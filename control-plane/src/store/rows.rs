@@ -10,8 +10,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::{
-    ApiTokenRecord, InstanceRecord, ServiceProbeRecord, SessionRecord, SigningKeyRecord, StoreError,
-    StoreResult,
+    ApiTokenRecord, AuditFilter, AuditRecord, InstanceRecord, ServiceProbeRecord, SessionRecord,
+    SigningKeyRecord, StoreError, StoreResult,
 };
 
 /// A migration compiled into the binary: version, name, SQL.
@@ -59,6 +59,104 @@ where
                 .push(format_args!(" AND {column} = "))
                 .push_bind(value.as_str());
         }
+    }
+    query
+        .push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    query
+}
+
+/// The statement of [`super::Store::delete_snapshots_received_before`].
+pub(super) fn delete_received_before_query<'a, DB>(cutoff: i64, limit: u32) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "DELETE FROM snapshots WHERE seq IN (SELECT seq FROM snapshots WHERE received_at < ",
+    );
+    query
+        .push_bind(cutoff)
+        .push(" ORDER BY received_at, seq LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(")");
+    query
+}
+
+/// The statement of [`super::Store::delete_snapshots_beyond`]: ranks each
+/// breakpoint's snapshots newest first and deletes the oldest of those ranked
+/// past `keep`. Snapshots stored meanwhile rank before all of these, so a
+/// snapshot once past `keep` stays past it.
+pub(super) fn delete_beyond_query<'a, DB>(keep: u32, limit: u32) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "DELETE FROM snapshots WHERE seq IN (SELECT seq FROM (\
+         SELECT seq, ROW_NUMBER() OVER (PARTITION BY breakpoint_id ORDER BY seq DESC) AS newer \
+         FROM snapshots) ranked WHERE newer > ",
+    );
+    query
+        .push_bind(i64::from(keep))
+        .push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(")");
+    query
+}
+
+/// The statement of [`super::Store::insert_audit`].
+pub(super) fn insert_audit_query<'a, DB>(entry: &'a AuditRecord) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "INSERT INTO audit_log (at, action, actor_name, token_id, address, target, detail) VALUES (",
+    );
+    let mut values = query.separated(", ");
+    values.push_bind(entry.at);
+    for text in [
+        &entry.action,
+        &entry.actor_name,
+        &entry.token_id,
+        &entry.address,
+        &entry.target,
+        &entry.detail,
+    ] {
+        values.push_bind(text.as_str());
+    }
+    query.push(")");
+    query
+}
+
+/// The query of [`super::Store::list_audit`]: entries matching every set
+/// field of `filter`, newest first, at most `limit`.
+pub(super) fn list_audit_query<'a, DB>(filter: &'a AuditFilter, limit: u32) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT * FROM audit_log WHERE 1 = 1");
+    if let Some(action) = &filter.action {
+        query.push(" AND action = ").push_bind(action.as_str());
+    }
+    if let Some(actor) = &filter.actor {
+        query
+            .push(" AND (actor_name = ")
+            .push_bind(actor.as_str())
+            .push(" OR token_id = ")
+            .push_bind(actor.as_str())
+            .push(")");
+    }
+    if let Some(since) = filter.since {
+        query.push(" AND at >= ").push_bind(since);
     }
     query
         .push(" ORDER BY seq DESC LIMIT ")
@@ -164,5 +262,18 @@ pub(super) fn service_probe_from_row(row: &impl Columns) -> StoreResult<ServiceP
         service: row.text("service")?,
         agent_id: row.text("agent_id")?,
         probe: decode(row, "body")?,
+    })
+}
+
+pub(super) fn audit_from_row(row: &impl Columns) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.int("seq")?,
+        at: row.int("at")?,
+        action: row.text("action")?,
+        actor_name: row.text("actor_name")?,
+        token_id: row.text("token_id")?,
+        address: row.text("address")?,
+        target: row.text("target")?,
+        detail: row.text("detail")?,
     })
 }

@@ -13,12 +13,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool};
 
 use super::rows::{
-    breakpoint_from_row, decode, instance_from_row, list_snapshots_query, migrator, service_probe_from_row,
-    session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
+    audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
+    insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
+    service_probe_from_row, session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
 };
 use super::{
-    ApiTokenRecord, IngestOutcome, InstanceRecord, ServiceProbeRecord, SessionRecord, SigningKeyRecord,
-    Store, StoreError, StoreResult,
+    ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
+    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
 };
 
 /// The database file inside the data directory.
@@ -28,8 +29,15 @@ const MAX_CONNECTIONS: u32 = 8;
 /// How long a writer waits for the lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: &[EmbeddedMigration] =
-    &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[EmbeddedMigration] = &[
+    (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, "audit", include_str!("../../migrations/sqlite/0002_audit.sql")),
+    (
+        3,
+        "retention",
+        include_str!("../../migrations/sqlite/0003_retention.sql"),
+    ),
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -452,5 +460,30 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(seq.unwrap_or(0))
+    }
+
+    // One process owns the file: nobody else deletes at the same time.
+    async fn delete_snapshots_received_before(&self, cutoff: i64, limit: u32) -> StoreResult<Pruned> {
+        let mut query = delete_received_before_query::<Sqlite>(cutoff, limit);
+        let deleted = query.build().execute(&self.pool).await?;
+        Ok(Pruned::Deleted(deleted.rows_affected()))
+    }
+
+    async fn delete_snapshots_beyond(&self, keep: u32, limit: u32) -> StoreResult<Pruned> {
+        let mut query = delete_beyond_query::<Sqlite>(keep, limit);
+        let deleted = query.build().execute(&self.pool).await?;
+        Ok(Pruned::Deleted(deleted.rows_affected()))
+    }
+
+    async fn insert_audit(&self, entry: &AuditRecord) -> StoreResult<()> {
+        let mut query = insert_audit_query::<Sqlite>(entry);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let mut query = list_audit_query::<Sqlite>(filter, limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(audit_from_row).collect()
     }
 }

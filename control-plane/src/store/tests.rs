@@ -1,8 +1,9 @@
 //! What every backend promises, checked against each: SQLite in a temporary
 //! directory and PostgreSQL in a database of its own on the test server
 //! (`KEYHOLE_TEST_DATABASE_URL`), dropped afterwards. This file holds the
-//! fixtures; the tests are in its two submodules.
+//! fixtures; the tests are in its submodules.
 
+mod audit_and_retention;
 mod every_backend;
 mod shared_database;
 

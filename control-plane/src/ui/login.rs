@@ -10,7 +10,7 @@
 //! loopback by default, where a `Secure` cookie would never be sent back;
 //! behind TLS the browser still keeps it to the one origin.
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -21,6 +21,7 @@ use tonic::Code;
 
 use super::html::{self, escape, url_component, Section};
 use super::{PageError, Ui};
+use crate::audit::{CallerAddress, PeerAddress};
 use crate::auth::{Principal, Role};
 
 /// The cookie's name.
@@ -30,27 +31,42 @@ const MAX_TOKEN_LEN: usize = 256;
 /// Longest `next` page to return to after signing in.
 const MAX_NEXT_LEN: usize = 2048;
 
+/// Where the audit log says a call came from when the web UI made it for a
+/// browser whose address the server was not told.
+const WEB_UI_ADDRESS: &str = "web UI";
+
 /// A person signed in with a token that allows at least the viewer role.
 pub struct Viewer {
     token: String,
     principal: Principal,
+    /// The browser's address, for the audit log.
+    address: String,
 }
 
 impl Viewer {
     /// The token from the request's cookie, checked now.
-    async fn check(ui: &Ui, headers: &HeaderMap) -> Result<Viewer, PageError> {
-        let token = cookie_token(headers).ok_or(PageError::SignIn)?;
+    async fn check(ui: &Ui, parts: &Parts) -> Result<Viewer, PageError> {
+        let token = cookie_token(&parts.headers).ok_or(PageError::SignIn)?;
         let principal = ui.plane.auth.authenticate(token, Role::Viewer).await?;
+        let address = match parts.extensions.get::<ConnectInfo<PeerAddress>>() {
+            Some(ConnectInfo(PeerAddress(peer))) => format!("{peer} ({WEB_UI_ADDRESS})"),
+            None => WEB_UI_ADDRESS.to_owned(),
+        };
         Ok(Viewer {
             token: token.to_owned(),
             principal,
+            address,
         })
     }
 
     /// A `DebuggerService` request carrying this person's token, so the
-    /// service checks it exactly as it checks the CLI's.
+    /// service checks it exactly as it checks the CLI's, and the browser's
+    /// address, which the service's audit log records.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
+        request
+            .extensions_mut()
+            .insert(CallerAddress(self.address.clone()));
         // The token was checked to be printable ASCII, so it is a valid header value.
         if let Ok(value) = format!("Bearer {}", self.token).parse() {
             request.metadata_mut().insert("authorization", value);
@@ -74,12 +90,10 @@ impl FromRequestParts<Ui> for Viewer {
 
     /// Without a valid cookie: a redirect to the login page that comes back here.
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, Response> {
-        Viewer::check(ui, &parts.headers)
-            .await
-            .map_err(|error| match error {
-                PageError::SignIn => sign_in_redirect(&parts.uri),
-                other => other.into_response(),
-            })
+        Viewer::check(ui, parts).await.map_err(|error| match error {
+            PageError::SignIn => sign_in_redirect(&parts.uri),
+            other => other.into_response(),
+        })
     }
 }
 
@@ -91,7 +105,7 @@ impl FromRequestParts<Ui> for ApiViewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, Response> {
-        Viewer::check(ui, &parts.headers)
+        Viewer::check(ui, parts)
             .await
             .map(|_| ApiViewer)
             .map_err(|error| match error {

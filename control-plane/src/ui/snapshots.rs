@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::html::{code, escape, link, query_string, url_component, when, Section, DASH};
 use super::login::{ApiViewer, Viewer};
-use crate::cli::time::timestamp;
 use super::{tree, Page, Ui};
+use crate::cli::time::timestamp;
 
 /// Snapshots the list shows when it opens, newest first.
 const LIST_LIMIT: u32 = 100;

@@ -1,0 +1,479 @@
+//! `overhead`: what Keyhole costs a real service, measured side by side. Builds
+//! the shop twice in release mode (probes compiled in, probes compiled out),
+//! then runs the same load against five configurations of it, interleaved
+//! round by round so that a busy neighbour hurts them all alike, and prints
+//! each configuration's median figures and its ratios to the compiled-out
+//! build. It reports the issue's targets as met or missed; it asserts nothing.
+//!
+//! ```text
+//! cargo run --release -p keyhole-tests --bin overhead -- --rounds 3 --seconds 20 --concurrency 16
+//! ```
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use keyhole_tests::load::build::{self, Binaries};
+use keyhole_tests::load::cpu::CpuMeter;
+use keyhole_tests::load::rss::{RssSampler, RssSeries};
+use keyhole_tests::load::shop::{Captures, Configuration, RunningShop};
+use keyhole_tests::load::{self, LoadPlan, LoadReport, SessionShare, Target};
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// How often the frontend's resident memory is sampled during a run.
+const RSS_EVERY: Duration = Duration::from_millis(250);
+/// What the agent may add to the frontend's resident memory in e beyond its queue bound.
+const RSS_SLACK_MIB: f64 = 10.0;
+
+#[derive(Parser)]
+#[command(
+    about = "Measures Keyhole's overhead on the shop: five configurations, interleaved, side by side",
+    long_about = "Measures Keyhole's overhead on the shop. Builds the shop in release mode with its \
+                  probes compiled in and compiled out (feature probes-compiled-out, in \
+                  TARGET/overhead-compiled-out), then for each round runs, one after the other:\n\
+                  \n  a  probes compiled out\
+                  \n  b  probes in, agent connected, no breakpoints\
+                  \n  c  breakpoints on every probe for a session no request carries\
+                  \n  d  the same, for a session that --session-fraction of the requests carry \
+                  (default budgets: 1 snapshot/s per breakpoint)\
+                  \n  e  as d, with the control plane killed once the breakpoints are installed\n\n\
+                  Each run starts a fresh control plane and fresh services, warms up, then loads the \
+                  frontend. Prints the median over rounds of throughput and latency, the ratios to a, \
+                  the targets met or missed, and the frontend's resident memory growth in e."
+)]
+struct Args {
+    /// Rounds of a..e.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of measured load per run.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Seconds of measured load per run of e (default: --seconds); longer for the memory figure.
+    #[arg(long)]
+    e_seconds: Option<f64>,
+    /// Seconds of unmeasured load before each run.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// A run also ends after this many requests.
+    #[arg(long, default_value_t = 10_000_000)]
+    requests: u64,
+    /// The share of requests carrying the session in d and e.
+    #[arg(long, default_value_t = 0.1)]
+    session_fraction: f64,
+    /// Threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Which configurations to run, e.g. "ad" (a is always run: ratios are to a).
+    #[arg(long, default_value = "abcde")]
+    configs: String,
+    /// The frontend agent's snapshot queue bound in MiB (the agent's default, which the shop keeps).
+    #[arg(long, default_value_t = 16.0)]
+    queue_bound_mib: f64,
+    /// Use the release binaries already built instead of running cargo.
+    #[arg(long)]
+    no_build: bool,
+    /// Minutes each cargo build may take.
+    #[arg(long, default_value_t = 30)]
+    build_timeout_min: u64,
+}
+
+/// What one run of one configuration measured.
+struct RunFigures {
+    configuration: Configuration,
+    report: LoadReport,
+    rss: RssSeries,
+    /// CPU time both services spent per request answered, in microseconds.
+    cpu_per_request: f64,
+    captures: Option<Captures>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let configurations = chosen(&args.configs)?;
+    let seconds = duration(args.seconds, "--seconds")?;
+    let e_seconds = duration(args.e_seconds.unwrap_or(args.seconds), "--e-seconds")?;
+    let warmup = duration(args.warmup, "--warmup")?;
+    if !(0.0..=1.0).contains(&args.session_fraction) {
+        return Err("--session-fraction must be between 0 and 1".into());
+    }
+    let build_timeout = Duration::from_secs(args.build_timeout_min * 60);
+    let target = build::target_dir(build_timeout)?;
+    let binaries = if args.no_build {
+        build::existing(build::locate(&target))?
+    } else {
+        build::build(&target, build_timeout)?
+    };
+    // Set before any thread starts: the harness's `Server` runs `KEYHOLE_BIN`.
+    std::env::set_var("KEYHOLE_BIN", &binaries.keyhole);
+    let stop = stop_on_signal();
+
+    println!("# overhead of Keyhole on the shop (shop-frontend -> shop-inventory)");
+    println!();
+    println!("{}", machine());
+    println!("load average before: {}", load_average());
+    println!(
+        "{} round(s) of {}; {:.0} s measured per run (e: {:.0} s) after {:.0} s warm-up; \
+         {} connections; d and e: {:.0}% of requests carry the session",
+        args.rounds,
+        configurations
+            .iter()
+            .map(|c| c.letter().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        seconds.as_secs_f64(),
+        e_seconds.as_secs_f64(),
+        warmup.as_secs_f64(),
+        args.concurrency,
+        args.session_fraction * 100.0
+    );
+    println!();
+
+    let mut runs = Vec::new();
+    'rounds: for round in 1..=args.rounds {
+        for &configuration in &configurations {
+            if stop.load(Ordering::Relaxed) {
+                println!("interrupted: the figures below are of the runs completed");
+                break 'rounds;
+            }
+            let length = if configuration == Configuration::Disconnected {
+                e_seconds
+            } else {
+                seconds
+            };
+            let figures = measure(configuration, args, &binaries, length, warmup, stop.clone())?;
+            print_run(round, args.rounds, &figures);
+            runs.push(figures);
+        }
+    }
+    println!();
+    println!("load average after: {}", load_average());
+    println!();
+    summarise(&runs, &configurations, args);
+    Ok(())
+}
+
+/// Starts `configuration`, warms it up, loads it, and stops it.
+fn measure(
+    configuration: Configuration,
+    args: &Args,
+    binaries: &Binaries,
+    length: Duration,
+    warmup: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<RunFigures, String> {
+    let shop = RunningShop::start(configuration, binaries)?;
+    let session = match shop.session_token() {
+        Some(token) if configuration.sends_session() => Some(SessionShare {
+            token: token.to_owned(),
+            fraction: args.session_fraction,
+        }),
+        _ => None,
+    };
+    let plan = LoadPlan {
+        target: Target::parse(shop.frontend_url())?,
+        concurrency: args.concurrency,
+        requests: args.requests,
+        duration: length,
+        session,
+        request_timeout: Duration::from_secs(5),
+        client_threads: args.client_threads,
+    };
+    let sampler = RssSampler::start(shop.frontend_pid(), RSS_EVERY);
+    if !warmup.is_zero() {
+        let warm = LoadPlan {
+            duration: warmup,
+            ..plan.clone()
+        };
+        load::run(&warm, stop.clone())?;
+    }
+    let cpu = CpuMeter::start(&shop.service_pids());
+    let report = load::run(&plan, stop)?;
+    let cpu_spent = cpu.spent();
+    let rss = sampler.finish();
+    let answered = (report.ok + report.errors.total()).max(1);
+    Ok(RunFigures {
+        configuration,
+        report,
+        rss,
+        cpu_per_request: cpu_spent.as_secs_f64() * 1e6 / answered as f64,
+        captures: shop.captures(),
+    })
+}
+
+fn print_run(round: usize, rounds: usize, figures: &RunFigures) {
+    let report = &figures.report;
+    let captures = figures
+        .captures
+        .as_ref()
+        .map(|c| {
+            let refused: Vec<String> = c.refused.iter().map(|(why, n)| format!("{n} by {why}")).collect();
+            format!(
+                "  {} snapshots stored, hits refused: {}",
+                c.stored,
+                if refused.is_empty() {
+                    "none".to_owned()
+                } else {
+                    refused.join(", ")
+                }
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "round {round}/{rounds} {}  {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
+         CPU {:.1} us/req  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}",
+        figures.configuration.letter(),
+        report.throughput(),
+        millis(report.latency.p50),
+        millis(report.latency.p99),
+        millis(report.latency.p999),
+        figures.cpu_per_request,
+        report.errors,
+        figures.rss.first as f64 / MIB,
+        figures.rss.max_growth() as f64 / MIB,
+    );
+}
+
+/// Medians over rounds of one configuration.
+struct Medians {
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    cpu: f64,
+    errors: u64,
+    rss_growth_max: f64,
+}
+
+impl Medians {
+    fn of(runs: &[&RunFigures]) -> Medians {
+        let median_of = |value: &dyn Fn(&RunFigures) -> f64| median(runs.iter().map(|r| value(r)).collect());
+        Medians {
+            throughput: median_of(&|r| r.report.throughput()),
+            p50: median_of(&|r| millis(r.report.latency.p50)),
+            p99: median_of(&|r| millis(r.report.latency.p99)),
+            p999: median_of(&|r| millis(r.report.latency.p999)),
+            cpu: median_of(&|r| r.cpu_per_request),
+            errors: runs.iter().map(|r| r.report.errors.total()).sum(),
+            rss_growth_max: runs
+                .iter()
+                .map(|r| r.rss.max_growth() as f64 / MIB)
+                .fold(0.0, f64::max),
+        }
+    }
+}
+
+/// A target of the issue: a configuration's ratio to a, at least or at most a bound.
+struct Goal {
+    configuration: Configuration,
+    figure: &'static str,
+    at_least: Option<f64>,
+    at_most: Option<f64>,
+}
+
+const GOALS: [Goal; 6] = [
+    goal_throughput(Configuration::Connected, 0.99),
+    goal_throughput(Configuration::ArmedForNobody, 0.98),
+    goal_throughput(Configuration::Sampled, 0.97),
+    goal_throughput(Configuration::Disconnected, 0.97),
+    goal_p99(Configuration::ArmedForNobody, 1.05),
+    goal_p99(Configuration::Sampled, 1.05),
+];
+
+const fn goal_throughput(configuration: Configuration, at_least: f64) -> Goal {
+    Goal {
+        configuration,
+        figure: "throughput",
+        at_least: Some(at_least),
+        at_most: None,
+    }
+}
+
+const fn goal_p99(configuration: Configuration, at_most: f64) -> Goal {
+    Goal {
+        configuration,
+        figure: "p99",
+        at_least: None,
+        at_most: Some(at_most),
+    }
+}
+
+fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args) {
+    let medians: Vec<(Configuration, Medians)> = configurations
+        .iter()
+        .filter_map(|&configuration| {
+            let of: Vec<&RunFigures> = runs.iter().filter(|r| r.configuration == configuration).collect();
+            (!of.is_empty()).then(|| (configuration, Medians::of(&of)))
+        })
+        .collect();
+    let Some((_, baseline)) = medians.iter().find(|(c, _)| *c == Configuration::CompiledOut) else {
+        println!("no run of a completed: no ratios");
+        return;
+    };
+    let ratio = |configuration: Configuration, figure: &str| {
+        medians
+            .iter()
+            .find(|(c, _)| *c == configuration)
+            .map(|(_, m)| match figure {
+                "throughput" => m.throughput / baseline.throughput,
+                _ => m.p99 / baseline.p99,
+            })
+    };
+    println!("Medians over {} round(s):", args.rounds);
+    println!();
+    println!(
+        "| config | what | req/s | p50 ms | p99 ms | p99.9 ms | req/s vs a | p99 vs a | \
+         CPU us/req | CPU vs a | errors | frontend RSS growth, max MiB |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (configuration, m) in &medians {
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.3} | {} | {:.1} |",
+            configuration.letter(),
+            configuration.describe(),
+            m.throughput,
+            m.p50,
+            m.p99,
+            m.p999,
+            m.throughput / baseline.throughput,
+            m.p99 / baseline.p99,
+            m.cpu,
+            m.cpu / baseline.cpu,
+            m.errors,
+            m.rss_growth_max
+        );
+    }
+    println!();
+    println!("Targets (ratios of medians to a, this run; reported, not asserted):");
+    for goal in &GOALS {
+        let Some(value) = ratio(goal.configuration, goal.figure) else {
+            continue;
+        };
+        let (relation, bound, met) = match (goal.at_least, goal.at_most) {
+            (Some(low), _) => (">=", low, value >= low),
+            (_, Some(high)) => ("<=", high, value <= high),
+            _ => continue,
+        };
+        println!(
+            "- {} {} / a {relation} {bound:.2}: {value:.3} {}",
+            goal.configuration.letter(),
+            goal.figure,
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    let e_runs: Vec<&RunFigures> = runs
+        .iter()
+        .filter(|r| r.configuration == Configuration::Disconnected)
+        .collect();
+    if let Some(worst) = e_runs.iter().max_by_key(|r| r.rss.max_growth()) {
+        let bound = args.queue_bound_mib + RSS_SLACK_MIB;
+        let growth = worst.rss.max_growth() as f64 / MIB;
+        println!(
+            "- e frontend resident memory growth <= queue bound {:.0} MiB + {RSS_SLACK_MIB:.0} MiB: \
+             {growth:.1} MiB over {:.0} s (RSS {:.1} MiB at the start, {:.1} MiB at most, {} samples) {}",
+            args.queue_bound_mib,
+            worst.report.elapsed.as_secs_f64(),
+            worst.rss.first as f64 / MIB,
+            worst.rss.max as f64 / MIB,
+            worst.rss.samples,
+            if growth <= bound { "met" } else { "MISSED" }
+        );
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn duration(seconds: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{flag} must be a number of seconds, got {seconds}"))
+}
+
+/// The configurations named by their letters, always with a (ratios are to it), in order.
+fn chosen(letters: &str) -> Result<Vec<Configuration>, String> {
+    if let Some(unknown) = letters.chars().find(|l| !"abcde".contains(*l)) {
+        return Err(format!("--configs takes letters a to e, not {unknown:?}"));
+    }
+    Ok(Configuration::ALL
+        .into_iter()
+        .filter(|c| *c == Configuration::CompiledOut || letters.contains(c.letter()))
+        .collect())
+}
+
+/// A flag that SIGINT or SIGTERM sets, so that a run ends early and every
+/// process and directory is still cleaned up by its guard.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("overhead: stopping after the current run's processes are cleaned up");
+            flag.store(true, Ordering::Relaxed);
+        });
+    });
+    stop
+}
+
+/// CPUs, CPU model and memory of this machine.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("model name")
+                .and_then(|rest| rest.split(':').nth(1))
+        })
+        .map_or("unknown CPU", str::trim);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: f64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    format!(
+        "machine: {cpus} CPUs ({model}), {:.1} GiB memory; a shared machine: other builds may run alongside",
+        memory_kib / 1024.0 / 1024.0
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}

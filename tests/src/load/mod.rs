@@ -1,0 +1,357 @@
+//! Load for the shop, measured from the client's side: a fixed number of
+//! keep-alive connections, each sending its next request when the last one
+//! answered (a closed loop), until a number of requests or a time runs out,
+//! whichever comes first. Loopback only: this drives services on this machine.
+//!
+//! The `load` binary runs one plan from the command line; `overhead` runs many
+//! against the shop built and configured in different ways, side by side.
+
+pub mod build;
+pub mod cpu;
+pub mod http;
+pub mod latency;
+pub mod rss;
+pub mod shop;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{get_request, Connection};
+pub use latency::LatencySummary;
+
+/// The request sent when the URL names no path: one checkout, as the shop's tests send it.
+pub const DEFAULT_PATH: &str = "/checkout?user=alice&sku=RED-SHOE&qty=2";
+/// How long a client waits before trying again after a refused connection.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
+
+/// Where the load goes: a loopback address and the path every request asks for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: SocketAddr,
+    host: String,
+    path: String,
+}
+
+impl Target {
+    /// Parses `http://HOST:PORT[/PATH?QUERY]`; a URL without a path gets [`DEFAULT_PATH`].
+    /// Refuses any host that does not resolve to a loopback address.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let (host, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, ""),
+        };
+        let path = if path.is_empty() || path == "/" {
+            DEFAULT_PATH
+        } else {
+            path
+        };
+        let address = host
+            .to_socket_addrs()
+            .map_err(|e| format!("{url}: cannot resolve {host} (give HOST:PORT): {e}"))?
+            .next()
+            .ok_or_else(|| format!("{url}: {host} resolves to no address"))?;
+        if !address.ip().is_loopback() {
+            return Err(format!(
+                "{url}: {} is not a loopback address; this tool only loads services on this machine",
+                address.ip()
+            ));
+        }
+        Ok(Target {
+            address,
+            host: host.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.host, self.path)
+    }
+}
+
+/// A debug session that a share of the requests carry in their baggage.
+#[derive(Debug, Clone)]
+pub struct SessionShare {
+    pub token: String,
+    /// 0 to 1: which share of the requests carry it, spread evenly.
+    pub fraction: f64,
+}
+
+impl SessionShare {
+    /// Whether request number `ticket` carries the session: exactly `fraction`
+    /// of any run of consecutive tickets does, spread evenly rather than at random
+    /// so that two runs send the same requests.
+    fn carries(&self, ticket: u64) -> bool {
+        (((ticket + 1) as f64) * self.fraction).floor() > ((ticket as f64) * self.fraction).floor()
+    }
+
+    fn header(&self) -> String {
+        format!("baggage: {}={}", keyhole::SESSION_BAGGAGE_KEY, self.token)
+    }
+}
+
+/// What to send, how hard and for how long.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub target: Target,
+    /// Connections, each with one request in flight at a time.
+    pub concurrency: usize,
+    /// The run ends after this many requests...
+    pub requests: u64,
+    /// ...or after this long, whichever comes first. Requests in flight then finish.
+    pub duration: Duration,
+    pub session: Option<SessionShare>,
+    /// A request not answered within this counts as an error and its connection is dropped.
+    pub request_timeout: Duration,
+    /// Threads of the client's own runtime.
+    pub client_threads: usize,
+}
+
+/// Requests that did not succeed, by why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Errors {
+    pub connect: u64,
+    pub io: u64,
+    pub timeout: u64,
+    /// Answers with a status other than 2xx, by status.
+    pub status: BTreeMap<u16, u64>,
+}
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.connect + self.io + self.timeout + self.status.values().sum::<u64>()
+    }
+
+    fn add(&mut self, other: &Errors) {
+        self.connect += other.connect;
+        self.io += other.io;
+        self.timeout += other.timeout;
+        for (status, count) in &other.status {
+            *self.status.entry(*status).or_default() += count;
+        }
+    }
+}
+
+impl fmt::Display for Errors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.total() == 0 {
+            return f.write_str("none");
+        }
+        let mut parts = Vec::new();
+        for (what, count) in [
+            ("connect", self.connect),
+            ("io", self.io),
+            ("timeout", self.timeout),
+        ] {
+            if count > 0 {
+                parts.push(format!("{what}: {count}"));
+            }
+        }
+        for (status, count) in &self.status {
+            parts.push(format!("status {status}: {count}"));
+        }
+        write!(f, "{} ({})", self.total(), parts.join(", "))
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Requests answered with a 2xx status.
+    pub ok: u64,
+    pub errors: Errors,
+    /// Requests that carried the session, whatever their outcome.
+    pub with_session: u64,
+    /// From the first request sent to the last answer received.
+    pub elapsed: Duration,
+    /// Latency of the successful requests.
+    pub latency: LatencySummary,
+}
+
+impl LoadReport {
+    /// Successful requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// Runs `plan` on a runtime of its own and returns what it measured. Setting
+/// `stop` ends the run early, as if its time had run out.
+pub fn run(plan: &LoadPlan, stop: Arc<AtomicBool>) -> Result<LoadReport, String> {
+    if plan.concurrency == 0 || plan.client_threads == 0 {
+        return Err("concurrency and client threads must be at least 1".into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(plan.client_threads)
+        .thread_name("load-client")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    Ok(runtime.block_on(drive(plan, stop)))
+}
+
+/// What every connection's task shares.
+struct Shared {
+    address: SocketAddr,
+    plain: Vec<u8>,
+    with_session: Option<(SessionShare, Vec<u8>)>,
+    tickets: AtomicU64,
+    requests: u64,
+    deadline: Instant,
+    request_timeout: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+/// What one connection's task measured.
+#[derive(Default)]
+struct Tally {
+    samples: Vec<u64>,
+    errors: Errors,
+    with_session: u64,
+}
+
+async fn drive(plan: &LoadPlan, stop: Arc<AtomicBool>) -> LoadReport {
+    let target = &plan.target;
+    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        address: target.address,
+        plain: get_request(&target.host, &target.path, &[]),
+        with_session: plan.session.as_ref().map(|session| {
+            let request = get_request(&target.host, &target.path, &[session.header()]);
+            (session.clone(), request)
+        }),
+        tickets: AtomicU64::new(0),
+        requests: plan.requests,
+        deadline: started + plan.duration,
+        request_timeout: plan.request_timeout,
+        stop,
+    });
+    let expected_each = plan.requests / plan.concurrency as u64 + 1;
+    let capacity = usize::try_from(expected_each).unwrap_or(usize::MAX).min(1 << 20);
+    let tasks: Vec<_> = (0..plan.concurrency)
+        .map(|_| tokio::spawn(connection_loop(shared.clone(), capacity)))
+        .collect();
+    let mut samples = Vec::new();
+    let mut errors = Errors::default();
+    let mut with_session = 0;
+    for task in tasks {
+        // A task only ends by returning its tally; a panic in one is a bug here.
+        let tally = task.await.expect("a load connection's task panicked");
+        samples.extend_from_slice(&tally.samples);
+        errors.add(&tally.errors);
+        with_session += tally.with_session;
+    }
+    let elapsed = started.elapsed();
+    LoadReport {
+        ok: samples.len() as u64,
+        errors,
+        with_session,
+        elapsed,
+        latency: LatencySummary::of(samples),
+    }
+}
+
+async fn connection_loop(shared: Arc<Shared>, capacity: usize) -> Tally {
+    let mut tally = Tally {
+        samples: Vec::with_capacity(capacity),
+        ..Tally::default()
+    };
+    let mut connection: Option<Connection> = None;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) || Instant::now() >= shared.deadline {
+            break;
+        }
+        // Relaxed: the counter only hands out distinct numbers; nothing else is ordered by it.
+        let ticket = shared.tickets.fetch_add(1, Ordering::Relaxed);
+        if ticket >= shared.requests {
+            break;
+        }
+        if connection.is_none() {
+            match tokio::time::timeout(shared.request_timeout, Connection::open(shared.address)).await {
+                Ok(Ok(opened)) => connection = Some(opened),
+                Ok(Err(_)) | Err(_) => {
+                    tally.errors.connect += 1;
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    continue;
+                }
+            }
+        }
+        let request = match &shared.with_session {
+            Some((session, request)) if session.carries(ticket) => {
+                tally.with_session += 1;
+                request
+            }
+            _ => &shared.plain,
+        };
+        let open = connection.as_mut().expect("connected above");
+        let sent = Instant::now();
+        match tokio::time::timeout(shared.request_timeout, open.exchange(request)).await {
+            Ok(Ok(answer)) => {
+                let took = sent.elapsed();
+                if (200..300).contains(&answer.status) {
+                    tally
+                        .samples
+                        .push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+                } else {
+                    *tally.errors.status.entry(answer.status).or_default() += 1;
+                }
+                if answer.closes {
+                    connection = None;
+                }
+            }
+            Ok(Err(_)) => {
+                tally.errors.io += 1;
+                connection = None;
+            }
+            Err(_) => {
+                tally.errors.timeout += 1;
+                connection = None;
+            }
+        }
+    }
+    tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenth_of_the_requests_carry_the_session_evenly() {
+        let share = SessionShare {
+            token: "t".into(),
+            fraction: 0.1,
+        };
+        let carried: Vec<u64> = (0..100).filter(|&t| share.carries(t)).collect();
+        assert_eq!(carried.len(), 10);
+        assert!(carried.windows(2).all(|w| w[1] - w[0] == 10), "{carried:?}");
+        let none = SessionShare {
+            fraction: 0.0,
+            ..share.clone()
+        };
+        let all = SessionShare {
+            fraction: 1.0,
+            ..share
+        };
+        assert!((0..1000).all(|t| !none.carries(t) && all.carries(t)));
+    }
+
+    #[test]
+    fn a_url_without_a_path_asks_for_a_checkout_and_remote_hosts_are_refused() {
+        let target = Target::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(target.to_string(), format!("http://127.0.0.1:8080{DEFAULT_PATH}"));
+        let other = Target::parse("http://[::1]:9/stock/X").unwrap();
+        assert_eq!(other.path, "/stock/X");
+        let refused = Target::parse("http://192.0.2.1:80").unwrap_err();
+        assert!(refused.contains("not a loopback address"), "{refused}");
+        assert!(Target::parse("https://127.0.0.1:1").is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The shop as `overhead` runs it: a fresh control plane, both services with
+//! their agents connected, and the breakpoints of one configuration armed.
+//! Everything started here stops when the [`RunningShop`] is dropped.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use super::build::Binaries;
+use crate::{break_set_args, wait_until, Listening, Server};
+
+/// Every probe of both services, as (service, probe).
+pub const PROBES: [(&str, &str); 3] = [
+    ("shop-frontend", "checkout.priced"),
+    ("shop-frontend", "checkout.decided"),
+    ("shop-inventory", "inventory.stock"),
+];
+/// How long the services may take to register, and an agent to report a breakpoint,
+/// on a machine that is busy compiling.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Breakpoints and sessions outlive any run: a run must not see one expire.
+const LIFETIME: &str = "2h";
+/// The most snapshots the control plane lets one breakpoint take: high enough that
+/// the rate, not the hit limit, is what refuses hits during a run.
+const MAX_HITS: &str = "1000";
+
+/// One way of building and running the shop, compared side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Configuration {
+    /// a: built with `probes-compiled-out`; the agent still runs and connects.
+    CompiledOut,
+    /// b: probes compiled in, agent connected, no breakpoints.
+    Connected,
+    /// c: a breakpoint on every probe, for a session that no request carries.
+    ArmedForNobody,
+    /// d: a breakpoint on every probe, for a session a share of the requests carry.
+    Sampled,
+    /// e: as d, then the control plane is killed; the agents keep the last set.
+    Disconnected,
+}
+
+impl Configuration {
+    pub const ALL: [Configuration; 5] = [
+        Configuration::CompiledOut,
+        Configuration::Connected,
+        Configuration::ArmedForNobody,
+        Configuration::Sampled,
+        Configuration::Disconnected,
+    ];
+
+    /// Its letter in the issue and in reports.
+    pub fn letter(self) -> char {
+        match self {
+            Configuration::CompiledOut => 'a',
+            Configuration::Connected => 'b',
+            Configuration::ArmedForNobody => 'c',
+            Configuration::Sampled => 'd',
+            Configuration::Disconnected => 'e',
+        }
+    }
+
+    /// One line saying what it is.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Configuration::CompiledOut => "probes compiled out",
+            Configuration::Connected => "probes in, agent connected, no breakpoints",
+            Configuration::ArmedForNobody => "3 breakpoints, session no request carries",
+            Configuration::Sampled => "3 breakpoints, session on a share of requests",
+            Configuration::Disconnected => "as d, control plane killed",
+        }
+    }
+
+    fn compiled_out(self) -> bool {
+        self == Configuration::CompiledOut
+    }
+
+    fn armed(self) -> bool {
+        matches!(
+            self,
+            Configuration::ArmedForNobody | Configuration::Sampled | Configuration::Disconnected
+        )
+    }
+
+    /// Whether a share of the load carries the session.
+    pub fn sends_session(self) -> bool {
+        matches!(self, Configuration::Sampled | Configuration::Disconnected)
+    }
+}
+
+/// A control plane (unless killed) and both shop services, configured.
+pub struct RunningShop {
+    // Field order is drop order: the services stop before the control plane.
+    frontend: Listening,
+    inventory: Listening,
+    server: Option<Server>,
+    session: Option<(String, String)>,
+    breakpoints: Vec<String>,
+    _data: tempfile::TempDir,
+}
+
+/// What the control plane knows of the session's captures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captures {
+    /// Snapshots stored for the session.
+    pub stored: usize,
+    /// Hits the agents refused, by reason, as far as they have reported them.
+    pub refused: BTreeMap<String, u64>,
+}
+
+impl RunningShop {
+    /// Starts everything `configuration` needs and arms its breakpoints. The
+    /// `keyhole` binary is taken from `KEYHOLE_BIN`, which the caller sets.
+    pub fn start(configuration: Configuration, binaries: &Binaries) -> Result<RunningShop, String> {
+        let data = tempfile::tempdir().map_err(|e| format!("cannot create a data directory: {e}"))?;
+        let server = Server::start(data.path());
+        let agent_token = server.token("agent");
+        let service = |name: &str, args: &[&str]| {
+            let mut command = Command::new(binaries.shop(configuration.compiled_out(), name));
+            command
+                .args(args)
+                .env("KEYHOLE_ADDR", &server.addr)
+                .env("KEYHOLE_TOKEN", &agent_token)
+                .env_remove("KEYHOLE_SERVICE");
+            command
+        };
+        let inventory = Listening::spawn(
+            service("shop-inventory", &["--listen", "127.0.0.1:0"]),
+            "inventory",
+        );
+        let frontend = Listening::spawn(
+            service(
+                "shop-frontend",
+                &["--listen", "127.0.0.1:0", "--inventory-url", &inventory.addr],
+            ),
+            "frontend",
+        );
+        let registered = wait_until(SETTLE_TIMEOUT, || {
+            let services = server.cli(&["services", "list", "-o", "json"]);
+            services.code == 0
+                && serde_json::from_str::<Json>(&services.stdout)
+                    .ok()
+                    .and_then(|list| list.as_array().map(Vec::len))
+                    == Some(2)
+        });
+        if !registered {
+            return Err(format!(
+                "both shop services did not register within {SETTLE_TIMEOUT:?}"
+            ));
+        }
+        let mut shop = RunningShop {
+            frontend,
+            inventory,
+            server: Some(server),
+            session: None,
+            breakpoints: Vec::new(),
+            _data: data,
+        };
+        if configuration.armed() {
+            shop.arm()?;
+        }
+        if configuration == Configuration::Disconnected {
+            if let Some(server) = shop.server.take() {
+                server.kill();
+            }
+        }
+        Ok(shop)
+    }
+
+    /// Opens a session and sets a breakpoint for it on every probe, each
+    /// reported by its service's agent before this returns.
+    fn arm(&mut self) -> Result<(), String> {
+        let server = self.server.as_ref().expect("armed before any kill");
+        let opened = server.cli(&["session", "open", "--ttl", LIFETIME, "-o", "json"]);
+        let session = parse(&opened.stdout, "session open")?;
+        let id = text(&session["id"], "session id")?;
+        let token = text(&session["token"], "session token")?;
+        for (service, probe) in PROBES {
+            let extra = ["--max-hits", MAX_HITS, "--expire", LIFETIME, "-o", "json"];
+            let set = server.cli(&break_set_args(service, probe, &id, &extra));
+            if set.code != 0 {
+                return Err(format!("break set on {service}/{probe}: {}", set.stderr.trim()));
+            }
+            let breakpoint = text(&parse(&set.stdout, "break set")?["id"], "breakpoint id")?;
+            let installed = wait_until(SETTLE_TIMEOUT, || {
+                let detail = server.cli(&["break", "get", &breakpoint, "-o", "json"]);
+                parse(&detail.stdout, "break get").is_ok_and(|detail| {
+                    detail["statuses"]
+                        .as_array()
+                        .is_some_and(|statuses| statuses.iter().any(is_installed))
+                })
+            });
+            if !installed {
+                return Err(format!(
+                    "the agent of {service} did not install the breakpoint on {probe} within {SETTLE_TIMEOUT:?}"
+                ));
+            }
+            self.breakpoints.push(breakpoint);
+        }
+        self.session = Some((id, token));
+        Ok(())
+    }
+
+    /// The frontend's base URL.
+    pub fn frontend_url(&self) -> &str {
+        &self.frontend.addr
+    }
+
+    /// The frontend's process id, for its resident memory.
+    pub fn frontend_pid(&self) -> u32 {
+        self.frontend.child.id()
+    }
+
+    /// Both services' process ids, for the CPU time they spend.
+    pub fn service_pids(&self) -> [u32; 2] {
+        [self.frontend.child.id(), self.inventory.child.id()]
+    }
+
+    /// The armed session's token.
+    pub fn session_token(&self) -> Option<&str> {
+        self.session.as_ref().map(|(_, token)| token.as_str())
+    }
+
+    /// What was captured and refused for the session, if the control plane is
+    /// up and a session is armed.
+    pub fn captures(&self) -> Option<Captures> {
+        let server = self.server.as_ref()?;
+        let (id, _) = self.session.as_ref()?;
+        let listed = server.cli(&[
+            "snapshots",
+            "list",
+            "--session",
+            id,
+            "--limit",
+            "1000",
+            "-o",
+            "json",
+        ]);
+        let stored = parse(&listed.stdout, "snapshots list").ok()?.as_array()?.len();
+        let mut refused = BTreeMap::new();
+        for breakpoint in &self.breakpoints {
+            let detail = server.cli(&["break", "get", breakpoint, "-o", "json"]);
+            let detail = parse(&detail.stdout, "break get").ok()?;
+            for refusal in detail["refusals"].as_array().into_iter().flatten() {
+                let reason = refusal["reason"].as_str().unwrap_or("unknown");
+                let reason = reason.trim_start_matches("DROP_REASON_").to_ascii_lowercase();
+                *refused.entry(reason).or_default() += refusal["count"].as_u64().unwrap_or(0);
+            }
+        }
+        Some(Captures { stored, refused })
+    }
+}
+
+/// An agent has the breakpoint (installed, or already hit or refusing by rate).
+fn is_installed(status: &Json) -> bool {
+    let state = status["state"].as_str().unwrap_or_default().to_ascii_lowercase();
+    ["installed", "hit", "rate_limited", "rate-limited"]
+        .iter()
+        .any(|s| state.ends_with(s))
+}
+
+fn parse(stdout: &str, what: &str) -> Result<Json, String> {
+    serde_json::from_str(stdout).map_err(|e| format!("{what} printed no JSON ({e}): {stdout}"))
+}
+
+fn text(value: &Json, what: &str) -> Result<String, String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no {what} in the CLI's answer"))
+}
