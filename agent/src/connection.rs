@@ -11,9 +11,10 @@ use keyhole_proto::bearer::BearerToken;
 use keyhole_proto::tls::{self, CaFile};
 use keyhole_proto::v1::agent_service_client::AgentServiceClient;
 use keyhole_proto::v1::{
-    BreakpointSet, BreakpointState, InstanceStatus, RegisterRequest, ReportStatusRequest,
-    UploadSnapshotsRequest, WatchBreakpointsRequest,
+    BreakpointSet, BreakpointState, DropCount, InstanceStatus, RegisterRequest, ReportStatusRequest,
+    Snapshot, UploadSnapshotsRequest, WatchBreakpointsRequest,
 };
+use prost::Message as _;
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
 use tonic::service::interceptor::InterceptedService;
@@ -50,7 +51,7 @@ struct Uploader {
     receiver: SnapshotReceiver,
     filling: Vec<PendingSnapshot>,
     filling_since: Option<Instant>,
-    in_flight: Option<(UploadSnapshotsRequest, usize)>,
+    in_flight: Option<InFlight>,
     symbolizer: Symbolizer,
     uploaded: u64,
     closed: bool,
@@ -97,7 +98,7 @@ impl Uploader {
     }
 
     /// Turns the filled batch (and refusal counts) into the request to send.
-    fn seal(&mut self, core: &AgentCore, agent_id: &str) {
+    fn seal(&mut self, core: &AgentCore) {
         if self.in_flight.is_some() {
             return;
         }
@@ -106,36 +107,44 @@ impl Uploader {
             return;
         }
         let mut bytes = 0;
-        let snapshots = self
-            .filling
-            .drain(..)
-            .map(|pending| {
-                bytes += pending.bytes;
-                let mut snapshot = pending.snapshot;
-                snapshot.stack = self.symbolizer.resolve(&pending.stack, pending.max_frames);
-                snapshot
-            })
-            .collect();
+        let mut snapshots = Vec::with_capacity(self.filling.len());
+        for pending in self.filling.drain(..) {
+            bytes += pending.bytes;
+            match pending.resolve(&mut self.symbolizer) {
+                Ok(snapshot) => snapshots.push(snapshot.encode_to_vec()),
+                // What the agent encoded itself always decodes; were it not to,
+                // say so rather than send nonsense.
+                Err(error) => tracing::error!(%error, "keyhole: a queued snapshot does not decode"),
+            }
+        }
         self.filling_since = None;
-        let request = UploadSnapshotsRequest {
-            agent_id: agent_id.to_owned(),
+        self.in_flight = Some(InFlight {
             snapshots,
             drops,
-        };
-        self.in_flight = Some((request, bytes));
+            bytes,
+        });
     }
 
     /// Sends the sealed batch; on success gives its bytes back to the queue.
     async fn send(&mut self, client: &mut Client, agent_id: &str) -> Result<(), String> {
-        let Some((request, bytes)) = &mut self.in_flight else {
+        let Some(batch) = &self.in_flight else {
             return Ok(());
         };
-        // After a reconnect the control plane may know this agent by a new id.
-        request.agent_id = agent_id.to_owned();
+        let request = UploadSnapshotsRequest {
+            // After a reconnect the control plane may know this agent by a new id.
+            agent_id: agent_id.to_owned(),
+            snapshots: batch
+                .snapshots
+                .iter()
+                .filter_map(|encoded| Snapshot::decode(encoded.as_slice()).ok())
+                .collect(),
+            drops: batch.drops.clone(),
+        };
         let count = request.snapshots.len() as u64;
-        match timeout(CALL_TIMEOUT, client.upload_snapshots(request.clone())).await {
+        let bytes = batch.bytes;
+        match timeout(CALL_TIMEOUT, client.upload_snapshots(request)).await {
             Ok(Ok(_)) => {
-                self.receiver.release(*bytes);
+                self.receiver.release(bytes);
                 self.uploaded += count;
                 self.in_flight = None;
                 Ok(())
@@ -146,12 +155,16 @@ impl Uploader {
     }
 
     fn unflushed(&self) -> u64 {
-        let in_flight = self
-            .in_flight
-            .as_ref()
-            .map_or(0, |(request, _)| request.snapshots.len());
+        let in_flight = self.in_flight.as_ref().map_or(0, |batch| batch.snapshots.len());
         (in_flight + self.filling.len() + self.receiver.len()) as u64
     }
+}
+
+/// A sealed batch: kept encoded between attempts, decoded only to send.
+struct InFlight {
+    snapshots: Vec<Vec<u8>>,
+    drops: Vec<DropCount>,
+    bytes: usize,
 }
 
 /// The agent thread's main loop; returns when told to stop and has flushed.
@@ -219,7 +232,7 @@ async fn flush(core: &AgentCore, connection: Option<(Client, String)>, uploader:
     };
     loop {
         uploader.take_waiting();
-        uploader.seal(core, &agent_id);
+        uploader.seal(core);
         if uploader.in_flight.is_none() {
             return;
         }
@@ -322,7 +335,7 @@ async fn serve(
             },
             () = uploader.ready() => {
                 uploader.take_waiting();
-                uploader.seal(core, agent_id);
+                uploader.seal(core);
                 if let Err(why) = uploader.send(client, agent_id).await {
                     return Ended::Lost(why);
                 }
@@ -343,7 +356,7 @@ async fn serve(
                 }
                 // Refusals are counted even when nothing is captured.
                 if uploader.in_flight.is_none() && uploader.filling.is_empty() {
-                    uploader.seal(core, agent_id);
+                    uploader.seal(core);
                     if let Err(why) = uploader.send(client, agent_id).await {
                         return Ended::Lost(why);
                     }

@@ -174,7 +174,7 @@ fn take_snapshot(
     let Ok(captured) = catch_unwind(AssertUnwindSafe(|| variables(&mut capturer))) else {
         return refuse(DropReason::CaptureError);
     };
-    let bytes = capturer.bytes_used() + PENDING_OVERHEAD_BYTES;
+    let bytes = capturer.bytes_used();
     if let Some(condition) = &breakpoint.condition {
         match condition.eval(&captured) {
             Ok(true) => {}
@@ -208,12 +208,7 @@ fn take_snapshot(
         captured_bytes: bytes as u64,
         ..Default::default()
     };
-    reservation.send(PendingSnapshot {
-        snapshot,
-        stack,
-        max_frames: limits.max_frames as usize,
-        bytes,
-    });
+    reservation.send(PendingSnapshot::new(&snapshot, stack, limits.max_frames as usize));
     breakpoint.taken.fetch_add(1, Ordering::Relaxed);
     agent.accepted.fetch_add(1, Ordering::Relaxed);
 }

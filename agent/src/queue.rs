@@ -9,20 +9,42 @@ use std::sync::Arc;
 use keyhole_proto::v1::Snapshot;
 use tokio::sync::mpsc;
 
-use crate::stack::StackAddresses;
+use crate::stack::{StackAddresses, Symbolizer};
+use prost::Message as _;
 
-/// What a queued snapshot costs beyond its captured values: the struct, its
-/// metadata strings and, once resolved, its stack frames.
+/// What a queued snapshot costs beyond its encoded bytes: the struct with its
+/// unresolved stack, and room for its metadata and the allocator's rounding.
 pub const PENDING_OVERHEAD_BYTES: usize = std::mem::size_of::<PendingSnapshot>() + 2048;
 
-/// A captured snapshot whose stack is not symbolised yet.
+/// A captured snapshot whose stack is not symbolised yet. It waits encoded:
+/// a value tree takes several times its encoded size in memory, and the
+/// byte budget must bound what the queue really holds.
 pub struct PendingSnapshot {
-    pub snapshot: Snapshot,
-    pub stack: StackAddresses,
+    encoded: Vec<u8>,
+    stack: StackAddresses,
     /// Frames to keep when the stack is resolved (the breakpoint's limit).
-    pub max_frames: usize,
+    max_frames: usize,
     /// What this snapshot counts against the byte budget.
     pub bytes: usize,
+}
+
+impl PendingSnapshot {
+    pub fn new(snapshot: &Snapshot, stack: StackAddresses, max_frames: usize) -> Self {
+        let encoded = snapshot.encode_to_vec();
+        Self {
+            bytes: encoded.capacity() + PENDING_OVERHEAD_BYTES,
+            encoded,
+            stack,
+            max_frames,
+        }
+    }
+
+    /// The snapshot with its stack resolved (on the agent's thread).
+    pub fn resolve(&self, symbolizer: &mut Symbolizer) -> Result<Snapshot, prost::DecodeError> {
+        let mut snapshot = Snapshot::decode(self.encoded.as_slice())?;
+        snapshot.stack = symbolizer.resolve(&self.stack, self.max_frames);
+        Ok(snapshot)
+    }
 }
 
 /// The probes' side of the queue.
@@ -96,7 +118,7 @@ impl SnapshotQueue {
 
 impl Reservation<'_> {
     /// Hands the snapshot over; its actual size replaces the reserved one
-    /// (capture never exceeds the reservation, which is the snapshot limit).
+    /// (capture never exceeds the snapshot limit the reservation is made of).
     pub fn send(mut self, mut pending: PendingSnapshot) {
         pending.bytes = pending.bytes.min(self.bytes);
         let unused = self.bytes - pending.bytes;
@@ -144,10 +166,8 @@ mod tests {
 
     fn pending(bytes: usize) -> PendingSnapshot {
         PendingSnapshot {
-            snapshot: Snapshot::default(),
-            stack: StackAddresses::default(),
-            max_frames: 0,
             bytes,
+            ..PendingSnapshot::new(&Snapshot::default(), StackAddresses::default(), 0)
         }
     }
 

@@ -42,9 +42,9 @@ impl OfflineAgent {
         let mut snapshots = Vec::new();
         while let Some(pending) = self.receiver.try_recv() {
             self.receiver.release(pending.bytes);
-            let mut snapshot = pending.snapshot;
-            snapshot.stack = self.symbolizer.resolve(&pending.stack, pending.max_frames);
-            snapshots.push(snapshot);
+            if let Ok(snapshot) = pending.resolve(&mut self.symbolizer) {
+                snapshots.push(snapshot);
+            }
         }
         snapshots
     }

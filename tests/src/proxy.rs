@@ -146,6 +146,8 @@ async fn accept(
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of file descriptors, say: let connections close before trying again.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         counters.connections.fetch_add(1, Ordering::Relaxed);

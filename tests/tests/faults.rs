@@ -35,7 +35,7 @@ fn one_agent() -> MutexGuard<'static, ()> {
 /// The agent's queue bound in these tests: small, so faults fill it within a second or two.
 const QUEUE_BYTES: usize = 1024 * 1024;
 /// What the process may grow by beyond the queue bound while faults last:
-/// what the queue's accounting leaves out. Queued snapshots take about 3.5x
+/// what the queue's accounting leaves out. Queued snapshots take about 3.2x
 /// their accounted (encoded) size in memory (see the ignored test below), the
 /// batch being sent is held twice while it waits for its ack, and the
 /// allocator, the connections and the proxy keep buffers. A queue without a
@@ -69,8 +69,9 @@ struct OrderLine {
     note: String,
 }
 
-/// What the simulated host's requests are about: big enough (about 15 KB
-/// captured) that a queue without a bound would show in the process's memory.
+/// What the simulated host's requests are about: big enough that a queue
+/// without a bound would show in the process's memory (with the default
+/// limits, about 4.6 KB encoded, 22 KB as a value tree in memory).
 #[derive(Serialize)]
 struct Order {
     id: u64,
@@ -218,6 +219,8 @@ fn stored_exactly_once(agent: Agent, server: &Server, breakpoints: &[String]) ->
 /// (which also holds what the allocator keeps after a free).
 struct CountingAllocator;
 
+/// Bytes allocated and not freed. Relaxed: only its value is read, and a free
+/// happens after its allocation, so the count never goes below zero.
 static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is passed on to the system allocator unchanged; the
@@ -451,8 +454,9 @@ fn a_black_holed_then_stalled_path_neither_slows_requests_nor_grows_memory_and_l
              {baseline_quiet:?}:\n{figures}",
             phase.name
         );
+        // A burst's whole time bounds each of its requests'.
         assert!(
-            phase.max() < NO_REQUEST_WAITS,
+            phase.max() * BURST < NO_REQUEST_WAITS,
             "a request waited in the handler while {}:\n{figures}",
             phase.name
         );
@@ -479,7 +483,6 @@ fn a_black_holed_then_stalled_path_neither_slows_requests_nor_grows_memory_and_l
 }
 
 #[test]
-#[ignore = "fails: the queue bound counts snapshots by their encoded size; in memory they take about 3.5x that"]
 fn queued_snapshots_take_no_more_memory_than_the_queue_bound() {
     let _turn = one_agent();
     let dir = tempfile::tempdir().unwrap();
