@@ -156,6 +156,38 @@ pub fn break_set_args<'a>(
     args
 }
 
+/// The two shop services, started from `binary(name)` with agents that report
+/// to `server` with `agent_token`: `(inventory, frontend)`, the frontend calling
+/// the inventory. Each is listening when this returns (registration is the
+/// caller's to await).
+pub fn spawn_shop(
+    server: &Server,
+    agent_token: &str,
+    binary: impl Fn(&str) -> PathBuf,
+) -> (Listening, Listening) {
+    let service = |name: &str, args: &[&str]| {
+        let mut command = Command::new(binary(name));
+        command
+            .args(args)
+            .env("KEYHOLE_ADDR", &server.addr)
+            .env("KEYHOLE_TOKEN", agent_token)
+            .env_remove("KEYHOLE_SERVICE");
+        command
+    };
+    let inventory = Listening::spawn(
+        service("shop-inventory", &["--listen", "127.0.0.1:0"]),
+        "inventory",
+    );
+    let frontend = Listening::spawn(
+        service(
+            "shop-frontend",
+            &["--listen", "127.0.0.1:0", "--inventory-url", &inventory.addr],
+        ),
+        "frontend",
+    );
+    (inventory, frontend)
+}
+
 /// What one CLI run printed and how it exited.
 #[derive(Debug)]
 pub struct CliRun {

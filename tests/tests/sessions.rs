@@ -2,11 +2,10 @@
 //! with the inbound layer and armed probes, a real control plane, and
 //! requests as an attacker and as a debugging engineer would send them.
 
-use std::process::Command;
 use std::time::Duration;
 
 use keyhole_proto::token::SessionSigner;
-use keyhole_tests::{break_set_args, wait_until, workspace_bin, Listening, Server, PUSH_TIMEOUT};
+use keyhole_tests::{break_set_args, spawn_shop, wait_until, workspace_bin, Listening, Server, PUSH_TIMEOUT};
 use serde_json::Value as Json;
 
 /// Requests sent as an attacker in the forged-session test.
@@ -27,26 +26,7 @@ impl Shop {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(dir.path());
         let token = server.token("agent");
-        let service = |bin: &str, args: &[&str]| {
-            let mut command = Command::new(workspace_bin(bin));
-            command
-                .args(args)
-                .env("KEYHOLE_ADDR", &server.addr)
-                .env("KEYHOLE_TOKEN", &token)
-                .env_remove("KEYHOLE_SERVICE");
-            command
-        };
-        let inventory = Listening::spawn(
-            service("shop-inventory", &["--listen", "127.0.0.1:0"]),
-            "inventory",
-        );
-        let frontend = Listening::spawn(
-            service(
-                "shop-frontend",
-                &["--listen", "127.0.0.1:0", "--inventory-url", &inventory.addr],
-            ),
-            "frontend",
-        );
+        let (inventory, frontend) = spawn_shop(&server, &token, workspace_bin);
         let registered = wait_until(PUSH_TIMEOUT, || {
             let services = server.cli(&["services", "list", "-o", "json"]).json();
             services.as_array().is_some_and(|list| list.len() == 2)

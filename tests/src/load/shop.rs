@@ -3,13 +3,12 @@
 //! Everything started here stops when the [`RunningShop`] is dropped.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use super::build::Binaries;
-use crate::{break_set_args, wait_until, Listening, Server};
+use crate::{break_set_args, spawn_shop, wait_until, Listening, Server};
 
 /// Every probe of both services, as (service, probe).
 pub const PROBES: [(&str, &str); 3] = [
@@ -116,26 +115,9 @@ impl RunningShop {
         let data = tempfile::tempdir().map_err(|e| format!("cannot create a data directory: {e}"))?;
         let server = Server::start(data.path());
         let agent_token = server.token("agent");
-        let service = |name: &str, args: &[&str]| {
-            let mut command = Command::new(binaries.shop(configuration.compiled_out(), name));
-            command
-                .args(args)
-                .env("KEYHOLE_ADDR", &server.addr)
-                .env("KEYHOLE_TOKEN", &agent_token)
-                .env_remove("KEYHOLE_SERVICE");
-            command
-        };
-        let inventory = Listening::spawn(
-            service("shop-inventory", &["--listen", "127.0.0.1:0"]),
-            "inventory",
-        );
-        let frontend = Listening::spawn(
-            service(
-                "shop-frontend",
-                &["--listen", "127.0.0.1:0", "--inventory-url", &inventory.addr],
-            ),
-            "frontend",
-        );
+        let (inventory, frontend) = spawn_shop(&server, &agent_token, |name| {
+            binaries.shop(configuration.compiled_out(), name)
+        });
         let registered = wait_until(SETTLE_TIMEOUT, || {
             let services = server.cli(&["services", "list", "-o", "json"]);
             services.code == 0
