@@ -37,9 +37,9 @@ impl ProbeMeta {
     }
 }
 
-/// The variables of one hit, captured on demand: the probe's arguments are
-/// only evaluated inside this closure.
-pub type CaptureVariables<'a> = &'a dyn Fn(&mut Capturer<'_>) -> Vec<keyhole_proto::v1::Field>;
+/// The variables of one hit, captured on demand into the capturer: the
+/// probe's arguments are only evaluated inside this closure.
+pub type CaptureVariables<'a> = &'a dyn Fn(&mut Capturer<'_>);
 
 /// One `probe!` site.
 pub struct Callsite {

@@ -171,12 +171,16 @@ fn take_snapshot(
 
     let mut capturer = Capturer::new(limits, &agent.redaction);
     // The probe's own expressions (`name = expr`) run here and may panic too.
-    let Ok(captured) = catch_unwind(AssertUnwindSafe(|| variables(&mut capturer))) else {
+    if catch_unwind(AssertUnwindSafe(|| variables(&mut capturer))).is_err() {
         return refuse(DropReason::CaptureError);
-    };
-    let bytes = capturer.bytes_used();
+    }
+    let captured = capturer.finish();
     if let Some(condition) = &breakpoint.condition {
-        match condition.eval(&captured) {
+        // What the agent wrote itself always decodes; were it not to, nothing is sent.
+        let Ok(tree) = captured.decode() else {
+            return refuse(DropReason::CaptureError);
+        };
+        match condition.eval(&tree) {
             Ok(true) => {}
             Ok(false) => return refuse(DropReason::ConditionFalse),
             Err(error) => {
@@ -203,12 +207,12 @@ fn take_snapshot(
         trace_id,
         span_id,
         parent_span_id,
-        variables: captured,
         baggage: baggage.to_vec(),
-        captured_bytes: bytes as u64,
+        captured_bytes: captured.encoded().len() as u64,
         ..Default::default()
     };
-    reservation.send(PendingSnapshot::new(&snapshot, stack, limits.max_frames as usize));
+    let max_frames = limits.max_frames as usize;
+    reservation.send(PendingSnapshot::new(&snapshot, &captured, stack, max_frames));
     breakpoint.taken.fetch_add(1, Ordering::Relaxed);
     agent.accepted.fetch_add(1, Ordering::Relaxed);
 }

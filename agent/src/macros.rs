@@ -88,12 +88,12 @@ macro_rules! __probe_site {
                 variables: &[$($names),*],
             });
         if __KEYHOLE_CALLSITE.is_armed() {
-            __KEYHOLE_CALLSITE.hit(&|capturer: &mut $crate::__private::Capturer<'_>| {
+            __KEYHOLE_CALLSITE.hit(&|_capturer: &mut $crate::__private::Capturer<'_>| {
                 #[allow(unused_imports)]
                 use $crate::__private::{CaptureBest as _, CaptureDebugOnly as _, CaptureTypeName as _};
-                ::std::vec![$(
-                    capturer.variable($name, |capturer| $crate::__capture_value!($how, capturer, $value))
-                ),*]
+                $(
+                    _capturer.variable($name, |slot| $crate::__capture_value!($how, slot, $value));
+                )*
             });
         }
     }};
@@ -102,10 +102,10 @@ macro_rules! __probe_site {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __capture_value {
-    (best, $capturer:ident, $value:expr) => {
-        (&&&$crate::__private::Wrap(&$value)).keyhole_capture($capturer)
+    (best, $slot:ident, $value:expr) => {
+        (&&&$crate::__private::Wrap(&$value)).keyhole_capture($slot)
     };
-    (debug, $capturer:ident, $value:expr) => {
-        $capturer.debug(&$value)
+    (debug, $slot:ident, $value:expr) => {
+        $slot.debug(&$value)
     };
 }

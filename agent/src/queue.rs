@@ -9,6 +9,7 @@ use std::sync::Arc;
 use keyhole_proto::v1::Snapshot;
 use tokio::sync::mpsc;
 
+use crate::capture::CapturedVariables;
 use crate::stack::{StackAddresses, Symbolizer};
 use prost::Message as _;
 
@@ -29,8 +30,17 @@ pub struct PendingSnapshot {
 }
 
 impl PendingSnapshot {
-    pub fn new(snapshot: &Snapshot, stack: StackAddresses, max_frames: usize) -> Self {
-        let encoded = snapshot.encode_to_vec();
+    /// `snapshot` (without its variables) with `variables` appended: the
+    /// variables come encoded from capture and are copied, not re-encoded.
+    pub fn new(
+        snapshot: &Snapshot,
+        variables: &CapturedVariables,
+        stack: StackAddresses,
+        max_frames: usize,
+    ) -> Self {
+        let mut encoded = snapshot.encode_to_vec();
+        encoded.reserve_exact(variables.encoded().len());
+        encoded.extend_from_slice(variables.encoded());
         Self {
             bytes: encoded.capacity() + PENDING_OVERHEAD_BYTES,
             encoded,
@@ -167,7 +177,12 @@ mod tests {
     fn pending(bytes: usize) -> PendingSnapshot {
         PendingSnapshot {
             bytes,
-            ..PendingSnapshot::new(&Snapshot::default(), StackAddresses::default(), 0)
+            ..PendingSnapshot::new(
+                &Snapshot::default(),
+                &CapturedVariables::default(),
+                StackAddresses::default(),
+                0,
+            )
         }
     }
 

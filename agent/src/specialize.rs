@@ -4,43 +4,42 @@
 
 use std::fmt::Debug;
 
-use keyhole_proto::v1::Value;
 use serde::Serialize;
 
-use crate::capture::Capturer;
+use crate::capture::{Captured, ValueSlot};
 
 #[doc(hidden)]
 pub struct Wrap<'a, T: ?Sized>(pub &'a T);
 
 #[doc(hidden)]
 pub trait CaptureBest {
-    fn keyhole_capture(&self, capturer: &mut Capturer<'_>) -> Value;
+    fn keyhole_capture(&self, slot: ValueSlot<'_, '_>) -> Captured;
 }
 
 #[doc(hidden)]
 pub trait CaptureDebugOnly {
-    fn keyhole_capture(&self, capturer: &mut Capturer<'_>) -> Value;
+    fn keyhole_capture(&self, slot: ValueSlot<'_, '_>) -> Captured;
 }
 
 #[doc(hidden)]
 pub trait CaptureTypeName {
-    fn keyhole_capture(&self, capturer: &mut Capturer<'_>) -> Value;
+    fn keyhole_capture(&self, slot: ValueSlot<'_, '_>) -> Captured;
 }
 
 impl<T: Serialize + ?Sized> CaptureBest for &&Wrap<'_, T> {
-    fn keyhole_capture(&self, capturer: &mut Capturer<'_>) -> Value {
-        capturer.serialize(self.0)
+    fn keyhole_capture(&self, slot: ValueSlot<'_, '_>) -> Captured {
+        slot.serialize(self.0)
     }
 }
 
 impl<T: Debug + ?Sized> CaptureDebugOnly for &Wrap<'_, T> {
-    fn keyhole_capture(&self, capturer: &mut Capturer<'_>) -> Value {
-        capturer.debug(self.0)
+    fn keyhole_capture(&self, slot: ValueSlot<'_, '_>) -> Captured {
+        slot.debug(self.0)
     }
 }
 
 impl<T: ?Sized> CaptureTypeName for Wrap<'_, T> {
-    fn keyhole_capture(&self, capturer: &mut Capturer<'_>) -> Value {
-        capturer.type_name_of::<T>()
+    fn keyhole_capture(&self, slot: ValueSlot<'_, '_>) -> Captured {
+        slot.type_name_of::<T>()
     }
 }

@@ -8,6 +8,8 @@
 //!   plane when a breakpoint is set and evaluated by agents when a probe fires.
 //! - [`redaction`]: the identifiers whose values are never captured.
 //! - [`limits`]: capture limits and budgets with their defaults.
+//! - [`static_memo`]: answers remembered for `'static` names, shared by every
+//!   thread without a lock.
 //! - `bearer`: the API token interceptor for clients (feature `client`).
 //! - `tls`: how clients trust an `https://` control plane (feature `client`).
 
@@ -16,6 +18,7 @@ pub mod bearer;
 pub mod condition;
 pub mod limits;
 pub mod redaction;
+pub mod static_memo;
 #[cfg(feature = "client")]
 pub mod tls;
 pub mod token;

@@ -9,6 +9,8 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::static_memo::StaticStrMemo;
+
 /// Longest name normalised on the stack; longer ASCII names are compared
 /// against the list's longest entry first and usually rejected without work.
 const STACK_NAME_BYTES: usize = 64;
@@ -62,6 +64,24 @@ pub struct RedactionList {
     /// most field names are rejected by length alone.
     lengths: u64,
     longest: usize,
+    static_names: StaticVerdicts,
+}
+
+/// Slots of the verdicts remembered for static names: room for the field
+/// names of the types a service captures.
+const STATIC_SLOTS: usize = 512;
+
+/// The verdicts [`RedactionList::is_redacted_static`] gave. The list never
+/// changes once made, so an answer, once given, holds for as long as the list
+/// lives.
+#[derive(Debug, Default)]
+struct StaticVerdicts(StaticStrMemo<STATIC_SLOTS>);
+
+impl Clone for StaticVerdicts {
+    /// A clone starts with no answers: they are cheap to give again.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl Default for RedactionList {
@@ -107,7 +127,35 @@ impl RedactionList {
             names,
             lengths,
             longest,
+            static_names: StaticVerdicts::default(),
         }
+    }
+
+    /// [`is_redacted`](Self::is_redacted) for a name with a `'static`
+    /// lifetime, such as the field names serde's derive hands out: the answer
+    /// is remembered, so asking again for the same name costs one atomic load.
+    ///
+    /// ```
+    /// use keyhole_proto::redaction::RedactionList;
+    /// let list = RedactionList::default();
+    /// for _ in 0..2 {
+    ///     assert!(list.is_redacted_static("api_key"));
+    ///     assert!(!list.is_redacted_static("quantity"));
+    /// }
+    /// ```
+    #[inline]
+    pub fn is_redacted_static(&self, name: &'static str) -> bool {
+        match self.static_names.0.get(name) {
+            Some(verdict) => verdict == 1,
+            None => self.remember(name),
+        }
+    }
+
+    #[cold]
+    fn remember(&self, name: &'static str) -> bool {
+        let redacted = self.is_redacted(name);
+        self.static_names.0.remember(name, u8::from(redacted));
+        redacted
     }
 
     /// Whether values named `name` must not be captured. ASCII names (nearly
@@ -181,6 +229,27 @@ mod tests {
         assert!(unicode.is_redacted("PÄSS_WORT"));
         assert!(!RedactionList::default().is_redacted(""));
         assert!(!RedactionList::default().is_redacted("passwordx"));
+    }
+
+    #[test]
+    fn a_remembered_answer_belongs_to_its_own_name() {
+        let list = RedactionList::with_changes(["customer_ssn"], ["session"]);
+        // More names than slots, twice, so that names share slots and take turns.
+        let names: Vec<&'static str> = (0..3 * STATIC_SLOTS)
+            .map(|i| match i % 4 {
+                0 => "password",
+                1 => "CustomerSSN",
+                2 => "session",
+                _ => &*Box::leak(format!("field{i}").into_boxed_str()),
+            })
+            .collect();
+        for _ in 0..2 {
+            for name in &names {
+                assert_eq!(list.is_redacted_static(name), list.is_redacted(name), "{name}");
+            }
+        }
+        let clone = list.clone();
+        assert!(clone.is_redacted_static("CustomerSSN") && !clone.is_redacted_static("session"));
     }
 
     #[test]

@@ -464,10 +464,13 @@ pub fn sample_snapshot() -> (Snapshot, usize) {
     };
     let (limits, redaction) = (CaptureLimits::default(), RedactionList::default());
     let mut capturer = keyhole::capture::Capturer::new(&limits, &redaction);
-    let variables = vec![
-        capturer.variable("order", |c| c.serialize(&order)),
-        capturer.variable("total", |c| c.serialize(&14_993u64)),
-    ];
+    capturer.variable("order", |slot| slot.serialize(&order));
+    capturer.variable("total", |slot| slot.serialize(&14_993u64));
+    let captured_bytes = capturer.bytes_used() as u64;
+    let variables = capturer
+        .finish()
+        .decode()
+        .expect("what the agent's capturer writes decodes");
     let stack: Vec<StackFrame> = (0..12)
         .map(|n| StackFrame {
             function: format!("shop::checkout::handlers::apply_discount_{n}"),
@@ -487,7 +490,7 @@ pub fn sample_snapshot() -> (Snapshot, usize) {
         captured_at_unix_ms: 1_764_000_000_000,
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         span_id: "00f067aa0ba902b7".into(),
-        captured_bytes: capturer.bytes_used() as u64,
+        captured_bytes,
         variables,
         stack,
         ..Default::default()
@@ -499,7 +502,7 @@ pub fn sample_snapshot() -> (Snapshot, usize) {
         .iter()
         .map(|f| text(&f.function) + text(&f.file) + 8)
         .sum();
-    let bytes = capturer.bytes_used()
+    let bytes = captured_bytes as usize
         + frames
         + [
             &snapshot.breakpoint_id,

@@ -1,13 +1,11 @@
-//! Lists and structs built while serde walks them, and the enum header around a variant's payload. Each
+//! Lists and structs written while serde walks them, and the enum header around a variant's payload. Each
 //! applies its count limit and the snapshot budget per element, before the element is walked; an element
 //! past a limit is only counted. (Maps, which also capture keys, are in `map`.)
 
-use keyhole_proto::v1::{value::Kind, Enum, Field, List, Struct, Value};
 use serde::ser::{self, Serialize};
 
-use super::budget::{string_field, uint_field, Mark, SnapshotBudget};
-use super::leaf::value;
 use super::serializer::CaptureFailure;
+use super::wire::{self, Open, Wire};
 use super::Capturer;
 
 /// What a container does once the snapshot budget is spent: the first element that no longer fits becomes
@@ -20,90 +18,94 @@ pub(crate) struct BudgetGate {
 
 impl BudgetGate {
     #[inline]
-    pub(crate) fn admits(&self, budget: &SnapshotBudget) -> bool {
-        !(self.marker_placed && budget.exhausted())
+    pub(crate) fn admits(&self, wire: &Wire) -> bool {
+        !(self.marker_placed && wire.exhausted())
     }
 
     /// Called just before an element's value is captured: on a spent budget that value is the marker.
     #[inline]
-    pub(crate) fn note(&mut self, budget: &SnapshotBudget) {
-        if budget.exhausted() {
+    pub(crate) fn note(&mut self, wire: &Wire) {
+        if wire.exhausted() {
             self.marker_placed = true;
         }
     }
 }
 
-/// The `Enum { type_name, variant }` header, opened before the payload so the budget sees its bytes first.
+/// An open `Enum { type_name, variant }`, written before the payload (if any) so the budget sees its
+/// bytes first.
 pub(crate) struct VariantHead {
-    type_name: &'static str,
-    variant: &'static str,
-    start: Mark,
+    open: Open,
 }
 
 impl VariantHead {
     pub(crate) fn start(capturer: &mut Capturer<'_>, type_name: &'static str, variant: &'static str) -> Self {
-        let start = capturer.budget.mark();
+        let open = capturer.wire.open(wire::value::ENUM);
         capturer
-            .budget
-            .charge(string_field(type_name) + string_field(variant));
-        Self {
-            type_name,
-            variant,
-            start,
-        }
+            .wire
+            .string_field(wire::enumeration::TYPE_NAME, type_name.as_bytes());
+        capturer
+            .wire
+            .string_field(wire::enumeration::VARIANT, variant.as_bytes());
+        Self { open }
     }
 
-    pub(crate) fn finish(self, capturer: &mut Capturer<'_>, payload: Option<Box<Value>>) -> Value {
-        capturer.budget.close(self.start);
-        value(Kind::Enum(Box::new(Enum {
-            type_name: self.type_name.to_owned(),
-            variant: self.variant.to_owned(),
-            payload,
-        })))
+    /// Opens the `payload` field; the payload's value is written next.
+    pub(crate) fn payload(capturer: &mut Capturer<'_>) -> Open {
+        capturer.wire.open(wire::enumeration::PAYLOAD)
     }
 
-    /// `payload` was captured from `payload_start` on; it sits in the enum's `payload` field.
-    pub(crate) fn finish_with_payload(
-        self,
-        capturer: &mut Capturer<'_>,
-        payload_start: Mark,
-        payload: Value,
-    ) -> Value {
-        capturer.budget.close(payload_start);
-        self.finish(capturer, Some(Box::new(payload)))
+    pub(crate) fn finish(self, capturer: &mut Capturer<'_>) {
+        capturer.wire.close(self.open);
+    }
+}
+
+/// An enum around a tuple or struct variant's payload: the open enum and its open `payload` field.
+pub(crate) struct VariantPayload {
+    head: VariantHead,
+    payload: Open,
+}
+
+impl VariantPayload {
+    pub(crate) fn start(capturer: &mut Capturer<'_>, type_name: &'static str, variant: &'static str) -> Self {
+        let head = VariantHead::start(capturer, type_name, variant);
+        let payload = VariantHead::payload(capturer);
+        Self { head, payload }
+    }
+
+    fn finish(self, capturer: &mut Capturer<'_>) {
+        capturer.wire.close(self.payload);
+        self.head.finish(capturer);
     }
 }
 
 /// A sequence, tuple, tuple struct or tuple-variant payload.
 pub(crate) struct ListBuilder<'s, 'a> {
     capturer: &'s mut Capturer<'a>,
-    head: Option<VariantHead>,
-    start: Mark,
+    variant: Option<VariantPayload>,
+    open: Open,
     item_depth: u32,
     max_depth: u32,
-    items: Vec<Value>,
+    items: usize,
     omitted: u64,
     gate: BudgetGate,
 }
 
 impl<'s, 'a> ListBuilder<'s, 'a> {
-    /// A list at `depth` (its items are one level down); `len_hint` sizes the buffer, never past the limit.
+    /// A list at `depth` (its items are one level down), inside `variant`'s payload if it has one.
     pub(crate) fn start(
         capturer: &'s mut Capturer<'a>,
-        head: Option<VariantHead>,
+        variant: Option<VariantPayload>,
         depth: u32,
         max_depth: u32,
-        len_hint: usize,
     ) -> Self {
-        let start = capturer.budget.mark();
-        let items = Vec::with_capacity(len_hint.min(capturer.limits.max_items));
+        let open = capturer.wire.open(wire::value::LIST);
         Self {
             capturer,
-            head,
-            start,
+            variant,
+            open,
             item_depth: depth + 1,
             max_depth,
-            items,
+            items: 0,
             omitted: 0,
             gate: BudgetGate::default(),
         }
@@ -111,27 +113,24 @@ impl<'s, 'a> ListBuilder<'s, 'a> {
 
     fn push<T: Serialize + ?Sized>(&mut self, item: &T) {
         // serde still calls in for every item past the limit; skipping must stay this cheap.
-        if self.items.len() >= self.capturer.limits.max_items || !self.gate.admits(&self.capturer.budget) {
+        if self.items >= self.capturer.limits.max_items || !self.gate.admits(&self.capturer.wire) {
             self.omitted += 1;
             return;
         }
-        self.gate.note(&self.capturer.budget);
-        let item_start = self.capturer.budget.mark();
-        let captured = self.capturer.nested(item, self.item_depth, self.max_depth);
-        self.capturer.budget.close(item_start);
-        self.items.push(captured);
+        self.gate.note(&self.capturer.wire);
+        let open = self.capturer.wire.open(wire::list::ITEM);
+        self.capturer.nested(item, self.item_depth, self.max_depth);
+        self.capturer.wire.close(open);
+        self.items += 1;
     }
 
-    fn finish(self) -> Value {
-        self.capturer.budget.charge(uint_field(self.omitted));
-        self.capturer.budget.close(self.start);
-        let list = value(Kind::List(List {
-            items: self.items,
-            omitted_items: self.omitted,
-        }));
-        match self.head {
-            None => list,
-            Some(head) => head.finish_with_payload(self.capturer, self.start, list),
+    fn finish(self) {
+        self.capturer
+            .wire
+            .uint_field(wire::list::OMITTED_ITEMS, self.omitted);
+        self.capturer.wire.close(self.open);
+        if let Some(variant) = self.variant {
+            variant.finish(self.capturer);
         }
     }
 }
@@ -140,7 +139,7 @@ impl<'s, 'a> ListBuilder<'s, 'a> {
 macro_rules! list_shapes {
     ($($shape:ident :: $method:ident),*) => {$(
         impl ser::$shape for ListBuilder<'_, '_> {
-            type Ok = Value;
+            type Ok = ();
             type Error = CaptureFailure;
 
             fn $method<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<(), CaptureFailure> {
@@ -148,8 +147,9 @@ macro_rules! list_shapes {
                 Ok(())
             }
 
-            fn end(self) -> Result<Value, CaptureFailure> {
-                Ok(self.finish())
+            fn end(self) -> Result<(), CaptureFailure> {
+                self.finish();
+                Ok(())
             }
         }
     )*};
@@ -165,76 +165,70 @@ list_shapes!(
 /// A struct, or a struct-variant payload.
 pub(crate) struct StructBuilder<'s, 'a> {
     capturer: &'s mut Capturer<'a>,
-    head: Option<VariantHead>,
-    type_name: &'static str,
-    start: Mark,
+    variant: Option<VariantPayload>,
+    open: Open,
     field_depth: u32,
     max_depth: u32,
-    fields: Vec<Field>,
+    fields: usize,
     omitted: u64,
     gate: BudgetGate,
 }
 
 impl<'s, 'a> StructBuilder<'s, 'a> {
-    /// A struct at `depth` (its fields are one level down) that declares `len` fields.
+    /// A struct named `type_name` at `depth` (its fields are one level down), inside `variant`'s payload if
+    /// it has one.
     pub(crate) fn start(
         capturer: &'s mut Capturer<'a>,
         type_name: &'static str,
-        head: Option<VariantHead>,
+        variant: Option<VariantPayload>,
         depth: u32,
         max_depth: u32,
-        len: usize,
     ) -> Self {
-        let start = capturer.budget.mark();
-        capturer.budget.charge(string_field(type_name));
-        let fields = Vec::with_capacity(len.min(capturer.limits.max_fields));
+        let open = capturer.wire.open(wire::value::STRUCT);
+        capturer
+            .wire
+            .string_field(wire::structure::TYPE_NAME, type_name.as_bytes());
         Self {
             capturer,
-            head,
-            type_name,
-            start,
+            variant,
+            open,
             field_depth: depth + 1,
             max_depth,
-            fields,
+            fields: 0,
             omitted: 0,
             gate: BudgetGate::default(),
         }
     }
 
     fn field<T: Serialize + ?Sized>(&mut self, name: &'static str, field_value: &T) {
-        if self.fields.len() >= self.capturer.limits.max_fields || !self.gate.admits(&self.capturer.budget) {
+        if self.fields >= self.capturer.limits.max_fields || !self.gate.admits(&self.capturer.wire) {
             self.omitted += 1;
             return;
         }
-        let field_start = self.capturer.budget.mark();
-        self.capturer.budget.charge(string_field(name));
-        self.gate.note(&self.capturer.budget);
-        let value_start = self.capturer.budget.mark();
-        let captured = if self.capturer.names.is_redacted_static(name) {
-            self.capturer.redacted()
+        let field = self.capturer.wire.open(wire::structure::FIELD);
+        self.capturer
+            .wire
+            .string_field(wire::field::NAME, name.as_bytes());
+        self.gate.note(&self.capturer.wire);
+        let value = self.capturer.wire.open(wire::field::VALUE);
+        if self.capturer.names.is_redacted_static(name) {
+            self.capturer.redacted();
         } else {
             self.capturer
-                .nested(field_value, self.field_depth, self.max_depth)
-        };
-        self.capturer.budget.close(value_start);
-        self.capturer.budget.close(field_start);
-        self.fields.push(Field {
-            name: name.to_owned(),
-            value: Some(captured),
-        });
+                .nested(field_value, self.field_depth, self.max_depth);
+        }
+        self.capturer.wire.close(value);
+        self.capturer.wire.close(field);
+        self.fields += 1;
     }
 
-    pub(crate) fn finish(self) -> Value {
-        self.capturer.budget.charge(uint_field(self.omitted));
-        self.capturer.budget.close(self.start);
-        let captured = value(Kind::Struct(Struct {
-            type_name: self.type_name.to_owned(),
-            fields: self.fields,
-            omitted_fields: self.omitted,
-        }));
-        match self.head {
-            None => captured,
-            Some(head) => head.finish_with_payload(self.capturer, self.start, captured),
+    pub(crate) fn finish(self) {
+        self.capturer
+            .wire
+            .uint_field(wire::structure::OMITTED_FIELDS, self.omitted);
+        self.capturer.wire.close(self.open);
+        if let Some(variant) = self.variant {
+            variant.finish(self.capturer);
         }
     }
 }
@@ -243,7 +237,7 @@ impl<'s, 'a> StructBuilder<'s, 'a> {
 macro_rules! struct_shapes {
     ($($shape:ident),*) => {$(
         impl ser::$shape for StructBuilder<'_, '_> {
-            type Ok = Value;
+            type Ok = ();
             type Error = CaptureFailure;
 
             fn serialize_field<T: Serialize + ?Sized>(
@@ -255,8 +249,9 @@ macro_rules! struct_shapes {
                 Ok(())
             }
 
-            fn end(self) -> Result<Value, CaptureFailure> {
-                Ok(self.finish())
+            fn end(self) -> Result<(), CaptureFailure> {
+                self.finish();
+                Ok(())
             }
         }
     )*};
@@ -270,7 +265,7 @@ mod tests {
 
     use keyhole_proto::limits::default_capture_limits;
     use keyhole_proto::redaction::RedactionList;
-    use keyhole_proto::v1::{CaptureLimits, TruncationReason};
+    use keyhole_proto::v1::{value::Kind, CaptureLimits, TruncationReason};
     use serde::{Serialize, Serializer};
 
     use super::*;
@@ -454,7 +449,8 @@ mod tests {
         };
         let list = RedactionList::default();
         let mut capturer = Capturer::new(&limits, &list);
-        let captured = capturer.serialize(&(0..50u32).map(|i| i * 1000).collect::<Vec<_>>());
+        let captured =
+            capturer.tree(|slot| slot.serialize(&(0..50u32).map(|i| i * 1000).collect::<Vec<_>>()));
         let captured = list_of(&captured);
         let over = truncated("", TruncationReason::SnapshotBytes);
         let markers = captured.items.iter().filter(|item| **item == over).count();
@@ -467,11 +463,13 @@ mod tests {
             ..default_capture_limits()
         };
         let mut capturer = Capturer::new(&limits, &list);
-        let wide = capturer.serialize(&A {
-            b: B {
-                c: C { d: D { e: 1 }, n: 2 },
-                flag: true,
-            },
+        let wide = capturer.tree(|slot| {
+            slot.serialize(&A {
+                b: B {
+                    c: C { d: D { e: 1 }, n: 2 },
+                    flag: true,
+                },
+            })
         });
         let b = field(&wide, "b");
         let Some(Kind::Struct(b)) = &b.kind else {

@@ -1,59 +1,36 @@
-//! Capture through `Debug`: the output is written into a bounded buffer that refuses more than the string
-//! limit, so formatting stops there and a huge `Debug` output is never built in memory.
+//! Text written through `Debug` and `Display`: the output goes straight into the snapshot through a bounded
+//! writer that refuses more than the string limit, so formatting stops there and a huge output is never
+//! built in memory.
 
 use std::fmt::{self, Debug, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use keyhole_proto::v1::Value;
-
 use super::leaf::floor_char_boundary;
+use super::wire::{self, Wire};
 use super::{panic_message, Capturer};
 
-/// A `fmt::Write` that keeps at most `limit` bytes and then fails every write, which makes the formatting
-/// machinery (and every `?` in a derived `Debug`) stop.
-pub(crate) struct BoundedWriter {
-    text: String,
-    limit: usize,
+/// A `fmt::Write` that appends at most `room` bytes to the snapshot and then fails every write, which makes
+/// the formatting machinery (and every `?` in a derived `Debug`) stop.
+struct BoundedWriter<'w> {
+    wire: &'w mut Wire,
+    room: usize,
     /// Bytes refused. Formatting stops at the first refusal, so this is a lower bound of what was cut (at
     /// least 1 when anything was): the full length of the output is never known, by design.
     omitted: u64,
     cut: bool,
 }
 
-/// The buffer grows with the output up to the limit; most Debug outputs are short.
-const INITIAL_CAPACITY: usize = 32;
-
-impl BoundedWriter {
-    pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            text: String::with_capacity(limit.min(INITIAL_CAPACITY)),
-            limit,
-            omitted: 0,
-            cut: false,
-        }
-    }
-
-    /// Whether the output reached the limit (an `Err` from formatting is then ours, not the impl's).
-    pub(crate) fn is_cut(&self) -> bool {
-        self.cut
-    }
-
-    /// The kept text and the number of bytes cut from it.
-    pub(crate) fn into_parts(self) -> (String, u64) {
-        (self.text, self.omitted)
-    }
-}
-
-impl Write for BoundedWriter {
+impl Write for BoundedWriter<'_> {
     fn write_str(&mut self, piece: &str) -> fmt::Result {
-        let room = self.limit - self.text.len();
-        if !self.cut && piece.len() <= room {
-            self.text.push_str(piece);
+        if !self.cut && piece.len() <= self.room {
+            self.wire.raw(piece.as_bytes());
+            self.room -= piece.len();
             return Ok(());
         }
         if !self.cut {
-            let end = floor_char_boundary(piece, room);
-            self.text.push_str(&piece[..end]);
+            let end = floor_char_boundary(piece, self.room);
+            self.wire.raw(&piece.as_bytes()[..end]);
+            self.room -= end;
             self.cut = true;
             self.omitted += (piece.len() - end) as u64;
         } else {
@@ -64,40 +41,85 @@ impl Write for BoundedWriter {
     }
 }
 
+/// How formatting a value into the snapshot failed.
+pub(crate) enum FormatFailure {
+    /// The impl returned an error of its own (not the writer's refusal).
+    Failed,
+    /// The impl panicked, saying this.
+    Panicked(String),
+}
+
+/// How much of a `Display` map key is read to compare it with the redaction list, whatever the string
+/// limit. Sensitive names are identifiers, far shorter than this.
+const KEY_NAME_BYTES: usize = 256;
+
 impl Capturer<'_> {
     /// Captures `value` through its `Debug` impl as text of at most `max_string_bytes` (and no more than
     /// the snapshot has left). Output beyond that is never produced: the writer refuses it and formatting
     /// stops, and `omitted_bytes` counts what was refused (at least 1 when the text was cut). A panicking
     /// `Debug` becomes a `CaptureError`; so does one that fails on its own.
-    ///
-    /// ```
-    /// use keyhole::capture::Capturer;
-    /// use keyhole_proto::redaction::RedactionList;
-    /// use keyhole_proto::v1::{value::Kind, CaptureLimits};
-    ///
-    /// let limits = CaptureLimits { max_string_bytes: 8, ..Default::default() };
-    /// let redaction = RedactionList::default();
-    /// let mut capturer = Capturer::new(&limits, &redaction);
-    /// let Some(Kind::Text(text)) = capturer.debug(&vec![1, 2, 3, 4, 5]).kind else { unreachable!() };
-    /// assert_eq!(text.value, "[1, 2, 3");
-    /// assert!(text.omitted_bytes >= 1);
-    /// ```
-    pub fn debug<T: Debug + ?Sized>(&mut self, value: &T) -> Value {
-        if self.budget.exhausted() {
+    pub(crate) fn debug<T: Debug + ?Sized>(&mut self, value: &T) {
+        if self.wire.exhausted() {
             return self.over_budget();
         }
-        let mut writer = BoundedWriter::new(self.text_limit());
-        let written = catch_unwind(AssertUnwindSafe(|| {
-            fmt::write(&mut writer, format_args!("{value:?}"))
-        }));
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) if writer.is_cut() => {}
-            Ok(Err(_)) => return self.capture_error("the Debug impl returned an error"),
-            Err(payload) => return self.capture_error(&panic_message("the Debug impl", payload.as_ref())),
+        let limit = self.text_limit();
+        match self.formatted(format_args!("{value:?}"), limit, None, "the Debug impl") {
+            Ok(()) => {}
+            Err(FormatFailure::Failed) => self.capture_error("the Debug impl returned an error"),
+            Err(FormatFailure::Panicked(message)) => self.capture_error(&message),
         }
-        let (text, omitted) = writer.into_parts();
-        self.text_parts(text, omitted)
+    }
+
+    /// Writes `args` as a `Text` value of at most `limit` bytes. For a map key (`key_redacted` given), up to
+    /// [`KEY_NAME_BYTES`] are formatted first, so that a cut never hides a sensitive name, and whether the
+    /// whole of that names one is reported before the text is cut to `limit`. On a failure nothing is left
+    /// written; `what` names the impl in a panic's message.
+    pub(crate) fn formatted(
+        &mut self,
+        args: fmt::Arguments<'_>,
+        limit: usize,
+        key_redacted: Option<&mut bool>,
+        what: &str,
+    ) -> Result<(), FormatFailure> {
+        let before = self.wire.mark();
+        let text = self.wire.open(wire::value::TEXT);
+        let content = self.wire.open(wire::text::VALUE);
+        let start = self.wire.mark();
+        let room = match key_redacted {
+            Some(_) => limit.max(KEY_NAME_BYTES),
+            None => limit,
+        };
+        let mut writer = BoundedWriter {
+            wire: &mut self.wire,
+            room,
+            omitted: 0,
+            cut: false,
+        };
+        let written = catch_unwind(AssertUnwindSafe(|| fmt::write(&mut writer, args)));
+        let (mut omitted, cut) = (writer.omitted, writer.cut);
+        let failure = match written {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) if cut => None,
+            Ok(Err(_)) => Some(FormatFailure::Failed),
+            Err(payload) => Some(FormatFailure::Panicked(panic_message(what, payload.as_ref()))),
+        };
+        if let Some(failure) = failure {
+            self.wire.rewind(before);
+            return Err(failure);
+        }
+        if let Some(flag) = key_redacted {
+            // What the writer kept is whole characters of `&str` pieces; were it not text, say it is
+            // sensitive rather than guess.
+            let written = std::str::from_utf8(self.wire.since(start));
+            *flag = written.map_or(true, |key| self.names.is_redacted(key));
+            let kept = written.map_or(0, |key| floor_char_boundary(key, limit));
+            omitted += (self.wire.since(start).len() - kept) as u64;
+            self.wire.keep(start, kept);
+        }
+        self.wire.close_unless_empty(content);
+        self.wire.uint_field(wire::text::OMITTED_BYTES, omitted);
+        self.wire.close(text);
+        Ok(())
     }
 }
 
@@ -107,13 +129,13 @@ mod tests {
 
     use keyhole_proto::limits::default_capture_limits;
     use keyhole_proto::redaction::RedactionList;
-    use keyhole_proto::v1::{value::Kind, CaptureLimits, Text};
+    use keyhole_proto::v1::{value::Kind, CaptureLimits, Text, Value};
 
     use super::*;
 
     fn debug_with<T: Debug + ?Sized>(limits: CaptureLimits, value: &T) -> Value {
         let list = RedactionList::default();
-        Capturer::new(&limits, &list).debug(value)
+        Capturer::new(&limits, &list).tree(|slot| slot.debug(value))
     }
 
     fn text(value: Value) -> Text {
@@ -207,13 +229,13 @@ mod tests {
         let list = RedactionList::default();
         let limits = default_capture_limits();
         let mut capturer = Capturer::new(&limits, &list);
-        let captured = capturer.debug(&Boom);
+        let captured = capturer.tree(|slot| slot.debug(&Boom));
         let Some(Kind::Error(error)) = captured.kind else {
             panic!("expected an error: {captured:?}")
         };
         assert!(error.message.contains("debug exploded"), "{}", error.message);
         // The capturer is still usable afterwards.
-        assert_eq!(text(capturer.debug(&1)).value, "1");
+        assert_eq!(text(capturer.tree(|slot| slot.debug(&1))).value, "1");
     }
 
     #[test]
@@ -236,9 +258,9 @@ mod tests {
         };
         let list = RedactionList::default();
         let mut capturer = Capturer::new(&limits, &list);
-        let first = text(capturer.debug(&"a long string that does not fit"));
+        let first = text(capturer.tree(|slot| slot.debug(&"a long string that does not fit")));
         assert_eq!(first.value.len(), 10);
-        let second = capturer.debug(&"more");
+        let second = capturer.tree(|slot| slot.debug(&"more"));
         assert!(matches!(second.kind, Some(Kind::Truncated(_))), "{second:?}");
     }
 }

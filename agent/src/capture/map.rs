@@ -1,26 +1,24 @@
 //! Maps: entries under the item limit and the budget, keys captured as values, and a sensitive key's value
 //! redacted without being walked.
 
-use keyhole_proto::v1::{value::Kind, Map, MapEntry, Value};
 use serde::ser::{self, Serialize};
 
-use super::budget::{uint_field, Mark};
 use super::compound::BudgetGate;
-use super::leaf::value;
 use super::serializer::CaptureFailure;
+use super::wire::{self, Open};
 use super::Capturer;
 
 /// Levels a composite map key is walked: the key and its fields. Keys are labels; a deep key is noise.
 const KEY_LEVELS: u32 = 2;
 
-/// A map. serde hands over a key and then its value, so the key's fate (captured, skipped, redacting its
-/// value) waits here until the value arrives.
+/// A map. serde hands over a key and then its value, so the entry stays open, and the key's verdict on its
+/// value (captured, or redacted) waits here, until the value arrives.
 pub(crate) struct MapBuilder<'s, 'a> {
     capturer: &'s mut Capturer<'a>,
-    start: Mark,
+    open: Open,
     entry_depth: u32,
     max_depth: u32,
-    entries: Vec<MapEntry>,
+    entries: usize,
     omitted: u64,
     gate: BudgetGate,
     pending: PendingKey,
@@ -30,24 +28,23 @@ enum PendingKey {
     None,
     /// The entry is past a limit: its value is skipped unseen.
     Skip,
+    /// The entry is open, with its key written unless the budget was spent before it (the entry is then
+    /// only the budget marker).
     Entry {
-        start: Mark,
-        /// `None` when the budget was spent before the key: the entry is only the budget marker.
-        key: Option<Value>,
+        open: Open,
         redacted: bool,
     },
 }
 
 impl<'s, 'a> MapBuilder<'s, 'a> {
-    pub(crate) fn start(capturer: &'s mut Capturer<'a>, depth: u32, max_depth: u32, len_hint: usize) -> Self {
-        let start = capturer.budget.mark();
-        let entries = Vec::with_capacity(len_hint.min(capturer.limits.max_items));
+    pub(crate) fn start(capturer: &'s mut Capturer<'a>, depth: u32, max_depth: u32) -> Self {
+        let open = capturer.wire.open(wire::value::MAP);
         Self {
             capturer,
-            start,
+            open,
             entry_depth: depth + 1,
             max_depth,
-            entries,
+            entries: 0,
             omitted: 0,
             gate: BudgetGate::default(),
             pending: PendingKey::None,
@@ -56,62 +53,58 @@ impl<'s, 'a> MapBuilder<'s, 'a> {
 }
 
 impl ser::SerializeMap for MapBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = CaptureFailure;
 
     fn serialize_key<K: Serialize + ?Sized>(&mut self, key: &K) -> Result<(), CaptureFailure> {
-        if self.entries.len() >= self.capturer.limits.max_items || !self.gate.admits(&self.capturer.budget) {
+        if matches!(self.pending, PendingKey::Entry { .. }) {
+            return Err(CaptureFailure("a map key came without its value".to_owned()));
+        }
+        if self.entries >= self.capturer.limits.max_items || !self.gate.admits(&self.capturer.wire) {
             self.omitted += 1;
             self.pending = PendingKey::Skip;
             return Ok(());
         }
-        let start = self.capturer.budget.mark();
+        let open = self.capturer.wire.open(wire::map::ENTRY);
         let mut redacted = false;
-        let key = if self.capturer.budget.exhausted() {
-            None
-        } else {
-            let key_start = self.capturer.budget.mark();
-            let captured = self.capturer.map_key(key, self.entry_depth, &mut redacted);
-            self.capturer.budget.close(key_start);
-            Some(captured)
-        };
-        self.pending = PendingKey::Entry { start, key, redacted };
+        if !self.capturer.wire.exhausted() {
+            let key_open = self.capturer.wire.open(wire::map::ENTRY_KEY);
+            self.capturer.map_key(key, self.entry_depth, &mut redacted);
+            self.capturer.wire.close(key_open);
+        }
+        self.pending = PendingKey::Entry { open, redacted };
         Ok(())
     }
 
     fn serialize_value<V: Serialize + ?Sized>(&mut self, entry_value: &V) -> Result<(), CaptureFailure> {
-        let (start, key, redacted) = match std::mem::replace(&mut self.pending, PendingKey::None) {
+        let (open, redacted) = match std::mem::replace(&mut self.pending, PendingKey::None) {
             PendingKey::Skip => return Ok(()),
             PendingKey::None => return Err(CaptureFailure("a map value came without its key".to_owned())),
-            PendingKey::Entry { start, key, redacted } => (start, key, redacted),
+            PendingKey::Entry { open, redacted } => (open, redacted),
         };
-        self.gate.note(&self.capturer.budget);
-        let value_start = self.capturer.budget.mark();
-        let captured = if redacted {
-            self.capturer.redacted()
+        self.gate.note(&self.capturer.wire);
+        let value_open = self.capturer.wire.open(wire::map::ENTRY_VALUE);
+        if redacted {
+            self.capturer.redacted();
         } else {
             self.capturer
-                .nested(entry_value, self.entry_depth, self.max_depth)
-        };
-        self.capturer.budget.close(value_start);
-        self.capturer.budget.close(start);
-        self.entries.push(MapEntry {
-            key,
-            value: Some(captured),
-        });
+                .nested(entry_value, self.entry_depth, self.max_depth);
+        }
+        self.capturer.wire.close(value_open);
+        self.capturer.wire.close(open);
+        self.entries += 1;
         Ok(())
     }
 
-    fn end(self) -> Result<Value, CaptureFailure> {
+    fn end(self) -> Result<(), CaptureFailure> {
         if matches!(self.pending, PendingKey::Entry { .. }) {
             return Err(CaptureFailure("a map key came without its value".to_owned()));
         }
-        self.capturer.budget.charge(uint_field(self.omitted));
-        self.capturer.budget.close(self.start);
-        Ok(value(Kind::Map(Map {
-            entries: self.entries,
-            omitted_entries: self.omitted,
-        })))
+        self.capturer
+            .wire
+            .uint_field(wire::map::OMITTED_ENTRIES, self.omitted);
+        self.capturer.wire.close(self.open);
+        Ok(())
     }
 }
 
@@ -119,14 +112,9 @@ impl Capturer<'_> {
     /// Captures a map key at `depth`, reporting in `redacted` whether it names a sensitive entry. Strings,
     /// numbers and other scalars are captured whatever the depth, like field names; a composite key is
     /// walked at most [`KEY_LEVELS`] levels and never below the depth limit.
-    pub(crate) fn map_key<K: Serialize + ?Sized>(
-        &mut self,
-        key: &K,
-        depth: u32,
-        redacted: &mut bool,
-    ) -> Value {
+    pub(crate) fn map_key<K: Serialize + ?Sized>(&mut self, key: &K, depth: u32, redacted: &mut bool) {
         let max_depth = self.limits.max_depth.min(depth + KEY_LEVELS);
-        self.walk(key, depth, max_depth, Some(redacted))
+        self.walk(key, depth, max_depth, Some(redacted));
     }
 }
 
@@ -136,10 +124,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use keyhole_proto::limits::default_capture_limits;
-    use keyhole_proto::v1::{CaptureLimits, TruncationReason};
+    use keyhole_proto::v1::{value::Kind, CaptureLimits, TruncationReason};
     use serde::{Serialize, Serializer};
 
-    use super::*;
     use crate::capture::testing::{capture_with, list_of, map_of, truncated, Counted};
 
     #[test]

@@ -1,82 +1,19 @@
-//! Whether a field, map key or variable name is redacted, remembering the answer for the static field names
-//! serde hands out so a list of 100 structs asks the redaction list once per field name, not 100 times.
-//!
-//! `RedactionList::is_redacted` normalises into a new `String` on every call and its set is private, so a
-//! sound answer for a name not seen before has to go through it: a list may carry names added by the
-//! operator, and no check against the default identifiers alone can rule those out. What can be avoided is
-//! asking twice. Field names from `#[derive(Serialize)]` are `&'static str`: static data is never freed or
-//! changed, so its address and length identify its text for the life of the process, and the answer is
-//! cached by address (the list itself is borrowed, hence unchanged, for as long as the cache lives).
-
-use keyhole_proto::redaction::RedactionList;
-
-/// Cache slots; a power of two so the slot is a mask. Enough for the field names of a few struct types.
-const SLOTS: usize = 64;
-
-/// Redaction answers for one snapshot.
-#[derive(Debug)]
-pub(crate) struct NameRedactor<'a> {
-    list: &'a RedactionList,
-    /// Direct-mapped: a collision just evicts, and costs one more call to the list.
-    slots: [Slot; SLOTS],
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    /// Address of the name's first byte; 0 means empty (a `&str`'s pointer is never null).
-    address: usize,
-    /// `u32` keeps a slot at 16 bytes, so a new snapshot clears 1 KiB, not 1.5.
-    len: u32,
-    redacted: bool,
-}
-
-impl<'a> NameRedactor<'a> {
-    pub(crate) fn new(list: &'a RedactionList) -> Self {
-        Self {
-            list,
-            slots: [Slot::default(); SLOTS],
-        }
-    }
-
-    /// For names that may be temporary (map keys, variable names): always asks the list.
-    pub(crate) fn is_redacted(&self, name: &str) -> bool {
-        self.list.is_redacted(name)
-    }
-
-    /// For serde's field and variant-field names, which are static.
-    #[inline]
-    pub(crate) fn is_redacted_static(&mut self, name: &'static str) -> bool {
-        let address = name.as_ptr() as usize;
-        let Ok(len) = u32::try_from(name.len()) else {
-            return self.list.is_redacted(name);
-        };
-        // Names sit next to each other in read-only data; mixing in the length spreads neighbours apart.
-        let index = ((address >> 3) ^ (address >> 9) ^ name.len()) & (SLOTS - 1);
-        let slot = &mut self.slots[index];
-        if slot.address == address && slot.len == len {
-            return slot.redacted;
-        }
-        let redacted = self.list.is_redacted(name);
-        *slot = Slot {
-            address,
-            len,
-            redacted,
-        };
-        redacted
-    }
-}
+//! Redaction while capturing: struct fields, enum struct-variant fields, map entries and variables whose
+//! normalised name is on the [`RedactionList`](keyhole_proto::redaction::RedactionList) become `Redacted`,
+//! and their values are never walked. Field names from `#[derive(Serialize)]` are `&'static str`, so the
+//! list answers for them from its memory of static names (`is_redacted_static`): a list of 100 structs
+//! asks about each field name once, not 100 times. The tests here show every path a name takes.
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use keyhole_proto::limits::default_capture_limits;
-    use keyhole_proto::redaction::default_identifiers;
+    use keyhole_proto::redaction::{default_identifiers, RedactionList};
     use keyhole_proto::v1::{value::Kind, Field, Redacted, Value};
     use serde::ser::{SerializeStruct, SerializeStructVariant};
     use serde::{Serialize, Serializer};
 
-    use super::*;
     use crate::capture::testing::{fields_of, payload_of};
     use crate::capture::Capturer;
 
@@ -117,7 +54,7 @@ mod tests {
             ..default_capture_limits()
         };
         let list = RedactionList::default();
-        Capturer::new(&limits, &list).serialize(value)
+        Capturer::new(&limits, &list).tree(|slot| slot.serialize(value))
     }
 
     #[test]
@@ -223,31 +160,11 @@ mod tests {
         let list = RedactionList::with_changes(["customer_ssn"], ["password"]);
         let limits = default_capture_limits();
         let mut capturer = Capturer::new(&limits, &list);
-        let captured = capturer.serialize(&Fields(vec!["CustomerSSN", "password", "token"]));
+        let captured =
+            capturer.tree(|slot| slot.serialize(&Fields(vec!["CustomerSSN", "password", "token"])));
         let fields = fields_of(&captured);
         assert_eq!(fields[0].value, Some(redacted()));
         assert_ne!(fields[1].value, Some(redacted()));
         assert_eq!(fields[2].value, Some(redacted()));
-    }
-
-    #[test]
-    fn a_cached_answer_belongs_to_its_own_name() {
-        let list = RedactionList::default();
-        let mut redactor = NameRedactor::new(&list);
-        // More names than slots, twice, so collisions evict and refill.
-        let names: Vec<&'static str> = (0..3 * SLOTS)
-            .map(|i| {
-                if i % 3 == 0 {
-                    "password"
-                } else {
-                    &*Box::leak(format!("field{i}").into_boxed_str())
-                }
-            })
-            .collect();
-        for _ in 0..2 {
-            for name in &names {
-                assert_eq!(redactor.is_redacted_static(name), *name == "password", "{name}");
-            }
-        }
     }
 }

@@ -34,9 +34,12 @@ pub(crate) const SECRET_MARKER: &str = "$keyhole::private::Secret";
 ///
 /// let limits = CaptureLimits::default();
 /// let redaction = RedactionList::default();
-/// let captured = Capturer::new(&limits, &redaction).serialize(&payment);
-/// let Some(Kind::Struct(payment)) = captured.kind else { unreachable!() };
+/// let mut capturer = Capturer::new(&limits, &redaction);
+/// capturer.variable("payment", |slot| slot.serialize(&payment));
+/// let variables = capturer.finish().decode()?;
+/// let Some(Kind::Struct(payment)) = variables[0].value.clone().and_then(|v| v.kind) else { unreachable!() };
 /// assert!(matches!(payment.fields[1].value.as_ref().unwrap().kind, Some(Kind::Redacted(_))));
+/// # Ok::<(), prost::DecodeError>(())
 /// ```
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Secret<T>(pub T);
@@ -112,7 +115,7 @@ mod tests {
     fn capture<T: Serialize>(value: &T) -> Value {
         let limits = default_capture_limits();
         let list = RedactionList::default();
-        Capturer::new(&limits, &list).serialize(value)
+        Capturer::new(&limits, &list).tree(|slot| slot.serialize(value))
     }
 
     fn redacted() -> Value {

@@ -1,5 +1,5 @@
-//! serde's data model mapped onto Keyhole's value tree: one `Serializer` that turns each serde call into a
-//! bounded, budgeted value, and hands containers to the builders in `compound`.
+//! serde's data model mapped onto Keyhole's value tree: one `Serializer` that writes each serde call as a
+//! bounded, budgeted value, and hands containers to the builders in `compound` and `map`.
 //!
 //! Mapping: `bool`→Bool, signed→Int, unsigned→Uint, `i128`/`u128` that fit 64 bits likewise (else Text of the
 //! decimal), floats→Float, `char`/`str`→Text, bytes→Bytes, `None`/`()`→Null, `Some(x)`→x, unit struct→Struct
@@ -9,12 +9,10 @@
 
 use std::fmt::{self, Display};
 
-use keyhole_proto::v1::Value;
 use serde::ser::{self, Serialize};
 
-use super::compound::{ListBuilder, StructBuilder, VariantHead};
-use super::debug::BoundedWriter;
-use super::leaf::floor_char_boundary;
+use super::compound::{ListBuilder, StructBuilder, VariantHead, VariantPayload};
+use super::debug::FormatFailure;
 use super::map::MapBuilder;
 use super::secret::SECRET_MARKER;
 use super::Capturer;
@@ -50,16 +48,28 @@ pub(crate) struct ValueSerializer<'s, 'a> {
 }
 
 impl ValueSerializer<'_, '_> {
-    fn str_value(self, text: &str) -> Value {
+    fn str_value(self, text: &str) -> Result<(), CaptureFailure> {
         if let Some(flag) = self.key_redacted {
             *flag = self.capturer.names.is_redacted(text);
         }
-        self.capturer.text(text)
+        self.capturer.text(text);
+        Ok(())
     }
 }
 
+/// The scalar methods: each writes its value and cannot fail.
+macro_rules! scalars {
+    ($($method:ident($type:ty) => $write:ident($convert:expr)),* $(,)?) => {$(
+        fn $method(self, v: $type) -> Result<(), CaptureFailure> {
+            let convert: fn($type) -> _ = $convert;
+            self.capturer.$write(convert(v));
+            Ok(())
+        }
+    )*};
+}
+
 impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
-    type Ok = Value;
+    type Ok = ();
     type Error = CaptureFailure;
     type SerializeSeq = ListBuilder<'s, 'a>;
     type SerializeTuple = ListBuilder<'s, 'a>;
@@ -69,90 +79,66 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
     type SerializeStruct = StructBuilder<'s, 'a>;
     type SerializeStructVariant = StructBuilder<'s, 'a>;
 
-    fn serialize_bool(self, v: bool) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.bool(v))
+    scalars! {
+        serialize_bool(bool) => bool(|v| v),
+        serialize_i8(i8) => int(i64::from),
+        serialize_i16(i16) => int(i64::from),
+        serialize_i32(i32) => int(i64::from),
+        serialize_i64(i64) => int(|v| v),
+        serialize_u8(u8) => uint(u64::from),
+        serialize_u16(u16) => uint(u64::from),
+        serialize_u32(u32) => uint(u64::from),
+        serialize_u64(u64) => uint(|v| v),
+        serialize_f32(f32) => float(f64::from),
+        serialize_f64(f64) => float(|v| v),
     }
 
-    fn serialize_i8(self, v: i8) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.int(v.into()))
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.int(v.into()))
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.int(v.into()))
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.int(v))
-    }
-
-    fn serialize_i128(self, v: i128) -> Result<Value, CaptureFailure> {
-        Ok(match i64::try_from(v) {
+    fn serialize_i128(self, v: i128) -> Result<(), CaptureFailure> {
+        match i64::try_from(v) {
             Ok(small) => self.capturer.int(small),
             Err(_) => self.capturer.text(&v.to_string()),
-        })
+        }
+        Ok(())
     }
 
-    fn serialize_u8(self, v: u8) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.uint(v.into()))
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.uint(v.into()))
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.uint(v.into()))
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.uint(v))
-    }
-
-    fn serialize_u128(self, v: u128) -> Result<Value, CaptureFailure> {
-        Ok(match u64::try_from(v) {
+    fn serialize_u128(self, v: u128) -> Result<(), CaptureFailure> {
+        match u64::try_from(v) {
             Ok(small) => self.capturer.uint(small),
             Err(_) => self.capturer.text(&v.to_string()),
-        })
+        }
+        Ok(())
     }
 
-    fn serialize_f32(self, v: f32) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.float(v.into()))
+    fn serialize_char(self, v: char) -> Result<(), CaptureFailure> {
+        self.str_value(v.encode_utf8(&mut [0; 4]))
     }
 
-    fn serialize_f64(self, v: f64) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.float(v))
+    fn serialize_str(self, v: &str) -> Result<(), CaptureFailure> {
+        self.str_value(v)
     }
 
-    fn serialize_char(self, v: char) -> Result<Value, CaptureFailure> {
-        Ok(self.str_value(v.encode_utf8(&mut [0; 4])))
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), CaptureFailure> {
+        self.capturer.bytes(v);
+        Ok(())
     }
 
-    fn serialize_str(self, v: &str) -> Result<Value, CaptureFailure> {
-        Ok(self.str_value(v))
+    fn serialize_none(self) -> Result<(), CaptureFailure> {
+        self.capturer.null();
+        Ok(())
     }
 
-    fn serialize_bytes(self, v: &[u8]) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.bytes(v))
-    }
-
-    fn serialize_none(self) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.null())
-    }
-
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Value, CaptureFailure> {
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CaptureFailure> {
         value.serialize(self)
     }
 
-    fn serialize_unit(self) -> Result<Value, CaptureFailure> {
-        Ok(self.capturer.null())
+    fn serialize_unit(self) -> Result<(), CaptureFailure> {
+        self.capturer.null();
+        Ok(())
     }
 
-    fn serialize_unit_struct(self, name: &'static str) -> Result<Value, CaptureFailure> {
-        Ok(StructBuilder::start(self.capturer, name, None, self.depth, self.max_depth, 0).finish())
+    fn serialize_unit_struct(self, name: &'static str) -> Result<(), CaptureFailure> {
+        StructBuilder::start(self.capturer, name, None, self.depth, self.max_depth).finish();
+        Ok(())
     }
 
     fn serialize_unit_variant(
@@ -160,22 +146,23 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
         name: &'static str,
         _index: u32,
         variant: &'static str,
-    ) -> Result<Value, CaptureFailure> {
+    ) -> Result<(), CaptureFailure> {
         if let Some(flag) = self.key_redacted {
             // A unit variant as a key serializes as its name in text formats (`{"ApiKey": ...}`).
             *flag = self.capturer.names.is_redacted_static(variant);
         }
-        let head = VariantHead::start(self.capturer, name, variant);
-        Ok(head.finish(self.capturer, None))
+        VariantHead::start(self.capturer, name, variant).finish(self.capturer);
+        Ok(())
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         name: &'static str,
         value: &T,
-    ) -> Result<Value, CaptureFailure> {
+    ) -> Result<(), CaptureFailure> {
         if name == SECRET_MARKER {
-            return Ok(self.capturer.redacted());
+            self.capturer.redacted();
+            return Ok(());
         }
         value.serialize(self)
     }
@@ -186,20 +173,21 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
         _index: u32,
         variant: &'static str,
         value: &T,
-    ) -> Result<Value, CaptureFailure> {
+    ) -> Result<(), CaptureFailure> {
         let head = VariantHead::start(self.capturer, name, variant);
-        let payload_start = self.capturer.budget.mark();
-        let payload = self.capturer.nested(value, self.depth + 1, self.max_depth);
-        Ok(head.finish_with_payload(self.capturer, payload_start, payload))
+        let payload = VariantHead::payload(self.capturer);
+        self.capturer.nested(value, self.depth + 1, self.max_depth);
+        self.capturer.wire.close(payload);
+        head.finish(self.capturer);
+        Ok(())
     }
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<ListBuilder<'s, 'a>, CaptureFailure> {
+    fn serialize_seq(self, _len: Option<usize>) -> Result<ListBuilder<'s, 'a>, CaptureFailure> {
         Ok(ListBuilder::start(
             self.capturer,
             None,
             self.depth,
             self.max_depth,
-            len.unwrap_or(0),
         ))
     }
 
@@ -220,31 +208,25 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
         name: &'static str,
         _index: u32,
         variant: &'static str,
-        len: usize,
+        _len: usize,
     ) -> Result<ListBuilder<'s, 'a>, CaptureFailure> {
-        let head = VariantHead::start(self.capturer, name, variant);
+        let variant = VariantPayload::start(self.capturer, name, variant);
         Ok(ListBuilder::start(
             self.capturer,
-            Some(head),
+            Some(variant),
             self.depth,
             self.max_depth,
-            len,
         ))
     }
 
-    fn serialize_map(self, len: Option<usize>) -> Result<MapBuilder<'s, 'a>, CaptureFailure> {
-        Ok(MapBuilder::start(
-            self.capturer,
-            self.depth,
-            self.max_depth,
-            len.unwrap_or(0),
-        ))
+    fn serialize_map(self, _len: Option<usize>) -> Result<MapBuilder<'s, 'a>, CaptureFailure> {
+        Ok(MapBuilder::start(self.capturer, self.depth, self.max_depth))
     }
 
     fn serialize_struct(
         self,
         name: &'static str,
-        len: usize,
+        _len: usize,
     ) -> Result<StructBuilder<'s, 'a>, CaptureFailure> {
         Ok(StructBuilder::start(
             self.capturer,
@@ -252,7 +234,6 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
             None,
             self.depth,
             self.max_depth,
-            len,
         ))
     }
 
@@ -261,86 +242,69 @@ impl<'s, 'a> ser::Serializer for ValueSerializer<'s, 'a> {
         name: &'static str,
         _index: u32,
         variant: &'static str,
-        len: usize,
+        _len: usize,
     ) -> Result<StructBuilder<'s, 'a>, CaptureFailure> {
-        let head = VariantHead::start(self.capturer, name, variant);
+        let variant = VariantPayload::start(self.capturer, name, variant);
         // The payload struct is anonymous: the enum around it already names the type and the variant.
         Ok(StructBuilder::start(
             self.capturer,
             "",
-            Some(head),
+            Some(variant),
             self.depth,
             self.max_depth,
-            len,
         ))
     }
 
-    /// Display output (addresses, timestamps, ids) goes through the same bounded writer as Debug, so a huge
-    /// `Display` is cut while it is written instead of being collected into a `String` first.
-    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<Value, CaptureFailure> {
+    /// Display output (addresses, timestamps, ids) goes through the same bounded writer as Debug, straight
+    /// into the snapshot, so a huge `Display` is cut while it is written instead of being collected first.
+    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<(), CaptureFailure> {
         let limit = self.capturer.text_limit();
-        // A key is first written up to a name's full length: a cut must never hide a sensitive name.
-        let write_limit = match self.key_redacted {
-            Some(_) => limit.max(KEY_NAME_BYTES),
-            None => limit,
-        };
-        let mut writer = BoundedWriter::new(write_limit);
-        let written = fmt::write(&mut writer, format_args!("{value}"));
-        if written.is_err() && !writer.is_cut() {
-            return Err(CaptureFailure("the Display impl returned an error".to_owned()));
+        let what = "the Display impl";
+        match self
+            .capturer
+            .formatted(format_args!("{value}"), limit, self.key_redacted, what)
+        {
+            Ok(()) => Ok(()),
+            Err(FormatFailure::Failed) => Err(CaptureFailure(format!("{what} returned an error"))),
+            Err(FormatFailure::Panicked(message)) => Err(CaptureFailure(message)),
         }
-        let (mut text, mut omitted) = writer.into_parts();
-        if let Some(flag) = self.key_redacted {
-            *flag = self.capturer.names.is_redacted(&text);
-            let end = floor_char_boundary(&text, limit);
-            omitted += (text.len() - end) as u64;
-            text.truncate(end);
-        }
-        Ok(self.capturer.text_parts(text, omitted))
     }
 }
-
-/// How much of a `Display` map key is read to compare it with the redaction list, whatever the string
-/// limit. Sensitive names are identifiers, far shorter than this.
-const KEY_NAME_BYTES: usize = 256;
 
 impl Capturer<'_> {
     /// Captures `value` as a value at `depth`, or the marker for why it was not walked: deeper than
     /// `max_depth`, or no budget left.
-    pub(crate) fn nested<T: Serialize + ?Sized>(&mut self, value: &T, depth: u32, max_depth: u32) -> Value {
+    pub(crate) fn nested<T: Serialize + ?Sized>(&mut self, value: &T, depth: u32, max_depth: u32) {
         if depth >= max_depth {
             // Cut by the static type, without calling into the value: a million-item Vec at the cut costs
             // nothing.
             return self.too_deep::<T>();
         }
-        if self.budget.exhausted() {
+        if self.wire.exhausted() {
             return self.over_budget();
         }
-        self.walk(value, depth, max_depth, None)
+        self.walk(value, depth, max_depth, None);
     }
 
     /// Runs `value`'s `Serialize` impl into a serializer at `depth`. Its error becomes a `CaptureError` for
-    /// this value alone, and what was charged for its half-built tree is given back.
+    /// this value alone, and what was written of its half-built tree is taken back.
     pub(crate) fn walk<T: Serialize + ?Sized>(
         &mut self,
         value: &T,
         depth: u32,
         max_depth: u32,
         key_redacted: Option<&mut bool>,
-    ) -> Value {
-        let start = self.budget.mark();
+    ) {
+        let start = self.wire.mark();
         let serializer = ValueSerializer {
             capturer: self,
             depth,
             max_depth,
             key_redacted,
         };
-        match value.serialize(serializer) {
-            Ok(captured) => captured,
-            Err(failure) => {
-                self.budget.rewind(start);
-                self.capture_error(&failure.0)
-            }
+        if let Err(failure) = value.serialize(serializer) {
+            self.wire.rewind(start);
+            self.capture_error(&failure.0);
         }
     }
 }
@@ -349,7 +313,7 @@ impl Capturer<'_> {
 mod tests {
     use keyhole_proto::limits::default_capture_limits;
     use keyhole_proto::redaction::RedactionList;
-    use keyhole_proto::v1::{value::Kind, CaptureLimits, Enum, Text};
+    use keyhole_proto::v1::{value::Kind, CaptureLimits, Enum, Text, Value};
     use serde::Serialize;
 
     use super::*;
@@ -357,7 +321,7 @@ mod tests {
 
     fn capture_with<T: Serialize + ?Sized>(limits: CaptureLimits, value: &T) -> Value {
         let list = RedactionList::default();
-        Capturer::new(&limits, &list).serialize(value)
+        Capturer::new(&limits, &list).tree(|slot| slot.serialize(value))
     }
 
     fn capture<T: Serialize + ?Sized>(value: &T) -> Value {

@@ -1,14 +1,59 @@
-//! Helpers for the capture tests: capturing under given limits and reading the captured tree back.
+//! Helpers for the capture tests: capturing under given limits and reading the captured tree back, checking
+//! on the way that what capture wrote is exactly what prost writes for that tree.
 
 use std::cell::Cell;
 
 use keyhole_proto::limits::default_capture_limits;
 use keyhole_proto::redaction::RedactionList;
 use keyhole_proto::v1::{value::Kind, CaptureLimits, Field, List, Map, Truncated, TruncationReason, Value};
+use prost::Message;
 use serde::{Serialize, Serializer};
 
-use super::leaf::value;
-use super::Capturer;
+use super::{Captured, CapturedVariables, Capturer, ValueSlot};
+
+impl<'a> Capturer<'a> {
+    /// Captures one value where the capture stands, not as a variable, and reads it back: how the tests look
+    /// at single values. Its bytes count against the snapshot's budget as a variable's value would.
+    pub(crate) fn tree(&mut self, capture: impl FnOnce(ValueSlot<'_, 'a>) -> Captured) -> Value {
+        let start = self.wire.mark();
+        let _: Captured = capture(ValueSlot { capturer: self });
+        decoded_canonical(self.wire.since(start))
+    }
+}
+
+impl CapturedVariables {
+    /// The variables as a tree; fails the test unless their encoding is canonical.
+    pub(crate) fn fields(&self) -> Vec<Field> {
+        let variables = self
+            .decode()
+            .unwrap_or_else(|e| panic!("the variables decode: {e}"));
+        let snapshot = keyhole_proto::v1::Snapshot {
+            variables: variables.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            snapshot.encode_to_vec(),
+            self.encoded(),
+            "capture wrote what prost writes for the same variables"
+        );
+        variables
+    }
+}
+
+/// `bytes` as a message; fails the test unless they decode, and prost encodes the result to the same bytes.
+fn decoded_canonical<M: Message + Default>(bytes: &[u8]) -> M {
+    let decoded = M::decode(bytes).unwrap_or_else(|e| panic!("the capture decodes: {e}"));
+    assert_eq!(
+        decoded.encode_to_vec(),
+        bytes,
+        "capture wrote what prost writes for the same tree"
+    );
+    decoded
+}
+
+fn value(kind: Kind) -> Value {
+    Value { kind: Some(kind) }
+}
 
 /// The fields of a captured struct; panics (failing the test) on anything else.
 pub(crate) fn fields_of(value: &Value) -> &[Field] {
@@ -60,7 +105,7 @@ pub(crate) fn within_limits(value: &Value, limits: &CaptureLimits) -> bool {
 
 pub(crate) fn capture_with<T: Serialize + ?Sized>(limits: CaptureLimits, value: &T) -> Value {
     let list = RedactionList::default();
-    Capturer::new(&limits, &list).serialize(value)
+    Capturer::new(&limits, &list).tree(|slot| slot.serialize(value))
 }
 
 pub(crate) fn field<'v>(value: &'v Value, name: &str) -> &'v Value {
