@@ -2,6 +2,8 @@
 //! same run:
 //! - a disabled `probe!` beside a disabled `tracing::event!`;
 //! - an armed probe hit by a request without the breakpoint's session;
+//! - a hit by the breakpoint's session that its rate refuses (most of a
+//!   session's hits at the default rate of one snapshot a second);
 //! - a whole matching hit: session check, budgets, capture, stack, enqueue.
 //!
 //! Capture beside `serde_json::to_vec` is in `benches/capture.rs`.
@@ -84,6 +86,11 @@ fn armed_probe(order: &Order) {
     keyhole::probe!("bench.armed", order);
 }
 
+#[inline(never)]
+fn rate_limited_probe(order: &Order) {
+    keyhole::probe!("bench.rate_limited", order);
+}
+
 fn disabled(c: &mut Criterion) {
     let order = order();
     let mut group = c.benchmark_group("disabled");
@@ -105,18 +112,22 @@ fn armed(c: &mut Criterion) {
         .expect("offline agent");
     agent.set_keys(&[signer.verification_key()]);
     let far = 4_000_000_000;
-    let breakpoint = |id: &str, session: &str| Breakpoint {
+    let breakpoint = |id: &str, probe: &str, rate_per_sec: f64| Breakpoint {
         id: id.into(),
         service: "bench".into(),
-        probe_label: "bench.armed".into(),
-        session_id: session.into(),
+        probe_label: probe.into(),
+        session_id: "ses-bench".into(),
         limits: Some(CaptureLimits::default()),
         max_hits: u32::MAX,
-        rate_per_sec: 1e9,
+        rate_per_sec,
         expires_at_unix_ms: far * 1000,
         ..Default::default()
     };
-    agent.install(vec![breakpoint("bp-bench", "ses-bench")]);
+    agent.install(vec![
+        breakpoint("bp-bench", "bench.armed", 1e9),
+        // The default rate: all but one hit a second are refused.
+        breakpoint("bp-rate-limited", "bench.rate_limited", 1.0),
+    ]);
     let token = |session: &str| signer.sign(session, far as u64).expect("token");
     let matching = TrustedSession::from_token(&token("ses-bench")).expect("verifies");
     let other = TrustedSession::from_token(&token("ses-other")).expect("verifies");
@@ -127,6 +138,13 @@ fn armed(c: &mut Criterion) {
     {
         let _other = other.attach();
         group.bench_function("other_session", |b| b.iter(|| armed_probe(black_box(&order))));
+    }
+    {
+        let _matching = matching.attach();
+        group.bench_function("matching_rate_limited", |b| {
+            b.iter(|| rate_limited_probe(black_box(&order)))
+        });
+        agent.discard();
     }
     {
         let _matching = matching.attach();

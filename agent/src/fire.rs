@@ -16,7 +16,7 @@ use crate::budget::{monotonic_nanos, DropCounters, RateLimit};
 use crate::callsite::{Callsite, CaptureVariables};
 use crate::capture::Capturer;
 use crate::queue::{PendingSnapshot, PENDING_OVERHEAD_BYTES};
-use crate::session::{unix_now, TrustedSession};
+use crate::session::TrustedSession;
 use crate::stack::StackAddresses;
 
 /// A breakpoint as installed in this process, with its live budgets.
@@ -87,22 +87,34 @@ pub struct ArmedProbe {
     pub breakpoints: Vec<Arc<ArmedBreakpoint>>,
 }
 
-/// Which of `probe`'s breakpoints the current request matches, with its session.
-fn matching(probe: &ArmedProbe) -> Option<(TrustedSession, Vec<Arc<ArmedBreakpoint>>, Vec<BaggageEntry>)> {
+/// A hit by a request that carries the session of some of the probe's breakpoints.
+struct SessionHit {
+    session: TrustedSession,
+    /// The breakpoints whose session and baggage filters the request matches.
+    breakpoints: Vec<Arc<ArmedBreakpoint>>,
+    /// The baggage entries they matched on.
+    baggage: Vec<BaggageEntry>,
+    /// The wall clock when the probe was hit, read once for every expiry.
+    now_ms: i64,
+}
+
+/// Which of `probe`'s breakpoints the current request matches, with its session. Requests without
+/// one of the breakpoints' sessions, nearly all of them, leave at the first check, allocating nothing.
+fn matching(probe: &ArmedProbe) -> Option<SessionHit> {
     Context::map_current(|cx| {
         let session = cx.get::<TrustedSession>()?;
-        let wanted: Vec<&Arc<ArmedBreakpoint>> = probe
-            .breakpoints
-            .iter()
-            .filter(|bp| bp.definition.session_id == session.session_id())
-            .collect();
-        if wanted.is_empty() || session.expires_at_unix() <= unix_now() {
+        let wanted = |bp: &&Arc<ArmedBreakpoint>| bp.definition.session_id == session.session_id();
+        if !probe.breakpoints.iter().any(|bp| wanted(&bp)) {
+            return None;
+        }
+        let now_ms = agent::unix_millis();
+        if session.is_expired_at(now_ms) {
             return None;
         }
         let baggage = cx.baggage();
         let mut matched = Vec::new();
         let mut entries = Vec::new();
-        for bp in wanted {
+        for bp in probe.breakpoints.iter().filter(wanted) {
             let all_match = bp.definition.baggage_filters.iter().all(|filter| {
                 baggage
                     .get(filter.key.as_str())
@@ -120,20 +132,25 @@ fn matching(probe: &ArmedProbe) -> Option<(TrustedSession, Vec<Arc<ArmedBreakpoi
                 matched.push(bp.clone());
             }
         }
-        (!matched.is_empty()).then(|| (session.clone(), matched, entries))
+        (!matched.is_empty()).then(|| SessionHit {
+            session: session.clone(),
+            breakpoints: matched,
+            baggage: entries,
+            now_ms,
+        })
     })
 }
 
 /// The armed probe `site` was hit.
 pub fn fire(site: &'static Callsite, probe: &ArmedProbe, variables: CaptureVariables<'_>) {
-    let Some((session, breakpoints, baggage)) = matching(probe) else {
+    let Some(hit) = matching(probe) else {
         return;
     };
     let Some(agent) = agent::running() else {
         return;
     };
-    for breakpoint in breakpoints {
-        take_snapshot(&agent, site, &breakpoint, &session, &baggage, variables);
+    for breakpoint in &hit.breakpoints {
+        take_snapshot(&agent, site, breakpoint, &hit, variables);
     }
 }
 
@@ -141,11 +158,10 @@ fn take_snapshot(
     agent: &AgentCore,
     site: &'static Callsite,
     breakpoint: &ArmedBreakpoint,
-    session: &TrustedSession,
-    baggage: &[BaggageEntry],
+    hit: &SessionHit,
     variables: CaptureVariables<'_>,
 ) {
-    let now_ms = agent::unix_millis();
+    let now_ms = hit.now_ms;
     if breakpoint.is_expired(now_ms) {
         return breakpoint.refuse(DropReason::Expired);
     }
@@ -198,7 +214,7 @@ fn take_snapshot(
     let snapshot = Snapshot {
         id: agent.next_snapshot_id(),
         breakpoint_id: breakpoint.definition.id.clone(),
-        session_id: session.session_id().to_owned(),
+        session_id: hit.session.session_id().to_owned(),
         probe_label: meta.label.to_owned(),
         file: meta.file.to_owned(),
         line: meta.line,
@@ -207,7 +223,7 @@ fn take_snapshot(
         trace_id,
         span_id,
         parent_span_id,
-        baggage: baggage.to_vec(),
+        baggage: hit.baggage.clone(),
         captured_bytes: captured.encoded().len() as u64,
         ..Default::default()
     };

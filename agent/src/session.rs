@@ -106,6 +106,12 @@ impl TrustedSession {
         self.expires_at_unix
     }
 
+    /// Whether the session has expired at `now_unix_ms` (unix milliseconds).
+    pub(crate) fn is_expired_at(&self, now_unix_ms: i64) -> bool {
+        let now_unix = u64::try_from(now_unix_ms / 1000).unwrap_or(0);
+        self.expires_at_unix <= now_unix
+    }
+
     /// The current context with this session in it.
     pub fn context(&self) -> Context {
         Context::current_with_value(self.clone())
