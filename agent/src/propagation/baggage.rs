@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::limits::{MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
-use super::percent::{decode, encoded_len, is_well_formed, push_encoded};
+use super::percent::{decode, encoded_len, encoded_value_len, is_plain_text, is_well_formed, push_encoded};
 use super::syntax::{list_members, split_once, token, trim_ows};
 use super::HeaderError;
 
@@ -18,13 +18,14 @@ pub struct BaggageEntry {
     /// The member's metadata exactly as received, from its first `;` on (`";k1=v1;k2"`), or empty. It is
     /// only kept to be sent on.
     pub properties: String,
+    /// Bytes this entry takes in [`Baggage::to_header`]'s output, measured once when it was made: a
+    /// [`Baggage`] hands out its entries only to read, so they never change after that.
+    encoded_len: usize,
 }
 
 impl BaggageEntry {
-    /// Bytes this entry takes in [`Baggage::to_header`]'s output.
     fn encoded_len(&self) -> usize {
-        let value: usize = self.value.chars().map(encoded_len).sum();
-        self.key.len() + 1 + value + self.properties.len()
+        self.encoded_len
     }
 }
 
@@ -123,12 +124,10 @@ impl Baggage {
                 report.malformed += 1;
                 continue;
             };
-            let (decoded_len, encoded_value_len) = measure(member.value);
-            match baggage
-                .budget
-                .admit(member.key.len() + 1 + encoded_value_len + member.properties.len())
-            {
-                Ok(()) => baggage.entries.push(member.into_entry(decoded_len)),
+            let (decoded_len, encoded_value_len) = member.measure();
+            let encoded_len = member.key.len() + 1 + encoded_value_len + member.properties.len();
+            match baggage.budget.admit(encoded_len) {
+                Ok(()) => baggage.entries.push(member.into_entry(decoded_len, encoded_len)),
                 Err(Overflow::Members) => report.over_member_limit += 1,
                 Err(Overflow::Bytes) => report.over_byte_limit += 1,
             }
@@ -181,15 +180,14 @@ impl Baggage {
                 .admit(entry.encoded_len())
                 .map_err(|_| HeaderError::BaggageFull)?;
         }
-        let value_len: usize = value.chars().map(encoded_len).sum();
-        budget
-            .admit(key.len() + 1 + value_len)
-            .map_err(|_| HeaderError::BaggageFull)?;
+        let encoded_len = key.len() + 1 + encoded_value_len(value);
+        budget.admit(encoded_len).map_err(|_| HeaderError::BaggageFull)?;
 
         let mut new = Some(BaggageEntry {
             key: key.to_owned(),
             value: value.to_owned(),
             properties: String::new(),
+            encoded_len,
         });
         self.entries.retain_mut(|entry| {
             if entry.key != key {
@@ -274,6 +272,8 @@ struct RawMember<'a> {
     key: &'a str,
     /// Still percent-encoded.
     value: &'a [u8],
+    /// Whether every byte of the value stands for itself (no escapes), as in nearly every value.
+    plain: bool,
     properties: &'a str,
 }
 
@@ -287,34 +287,48 @@ impl<'a> RawMember<'a> {
             None => (rest, &[][..]),
         };
         let value = trim_ows(value);
-        if !is_well_formed(value) || !are_properties(properties) {
+        let plain = is_plain_text(value);
+        if !(plain || is_well_formed(value)) || !are_properties(properties) {
             return None;
         }
         Some(RawMember {
             key,
             value,
+            plain,
             properties: std::str::from_utf8(properties).ok()?,
         })
     }
 
-    /// The owned entry; `decoded_len` from [`measure`] sizes the value's allocation exactly.
-    fn into_entry(self, decoded_len: usize) -> BaggageEntry {
-        let mut value = String::with_capacity(decoded_len);
-        value.extend(decode(self.value));
+    /// Bytes of the value once decoded, and once encoded again for sending. Measured from the raw bytes
+    /// so that a member can be refused before anything is allocated for it.
+    fn measure(&self) -> (usize, usize) {
+        if self.plain {
+            return (self.value.len(), self.value.len());
+        }
+        decode(self.value).fold((0, 0), |(decoded, encoded), c| {
+            (decoded + c.len_utf8(), encoded + encoded_len(c))
+        })
+    }
+
+    /// The owned entry; `decoded_len` from [`RawMember::measure`] sizes the value's allocation exactly,
+    /// and `encoded_len` is what the whole member takes in a header.
+    fn into_entry(self, decoded_len: usize, encoded_len: usize) -> BaggageEntry {
+        let value = match std::str::from_utf8(self.value) {
+            // Plain bytes are ASCII: the check cannot fail, and decoding would change nothing.
+            Ok(plain) if self.plain => plain.to_owned(),
+            _ => {
+                let mut value = String::with_capacity(decoded_len);
+                value.extend(decode(self.value));
+                value
+            }
+        };
         BaggageEntry {
             key: self.key.to_owned(),
             value,
             properties: self.properties.to_owned(),
+            encoded_len,
         }
     }
-}
-
-/// Bytes of an encoded value once decoded, and once encoded again for sending. Measured from the raw
-/// bytes so that a member can be refused before anything is allocated for it.
-fn measure(raw: &[u8]) -> (usize, usize) {
-    decode(raw).fold((0, 0), |(decoded, encoded), c| {
-        (decoded + c.len_utf8(), encoded + encoded_len(c))
-    })
 }
 
 /// Whether `properties` is empty or a run of `;` OWS (`key` / `key OWS = OWS value`) OWS.

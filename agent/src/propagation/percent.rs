@@ -6,12 +6,44 @@ use super::syntax::hex_value;
 
 /// Whether `byte` may appear unencoded in a baggage value: `baggage-octet`, which is printable US-ASCII
 /// except `"`, `,`, `;` and `\`.
-pub(crate) fn is_baggage_octet(byte: u8) -> bool {
+pub(crate) const fn is_baggage_octet(byte: u8) -> bool {
     matches!(byte, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// Whether `byte` is sent as itself in an encoded value: a baggage octet other than `%`. Most values (ids,
+/// tokens, tenant names) are nothing but these, and are read and written as they are, without decoding.
+#[inline]
+pub(crate) fn is_plain(byte: u8) -> bool {
+    // Every `u8` is an index of the table: `get` never misses, and the check compiles away.
+    PLAIN.get(usize::from(byte)).copied().unwrap_or(false)
+}
+
+/// [`is_plain`] for every byte, looked up rather than compared: values are checked a byte at a time.
+static PLAIN: [bool; 256] = plain_table();
+
+// Evaluated while compiling: an index out of range would fail the build, never the host.
+#[allow(clippy::indexing_slicing)]
+const fn plain_table() -> [bool; 256] {
+    let mut plain = [false; 256];
+    let mut byte = 0;
+    while byte < plain.len() {
+        plain[byte] = byte as u8 != b'%' && is_baggage_octet(byte as u8);
+        byte += 1;
+    }
+    plain
+}
+
+/// Whether every byte of `raw` stands for itself, so that decoding it or encoding it changes nothing.
+#[inline]
+pub(crate) fn is_plain_text(raw: &[u8]) -> bool {
+    raw.iter().all(|&byte| is_plain(byte))
 }
 
 /// Whether `raw` is a well-formed encoded value: baggage octets only, every `%` followed by two hex digits.
 pub(crate) fn is_well_formed(mut raw: &[u8]) -> bool {
+    if is_plain_text(raw) {
+        return true;
+    }
     loop {
         match raw {
             [] => return true,
@@ -107,13 +139,25 @@ impl Iterator for DecodedChars<'_> {
 /// Bytes `c` takes once percent-encoded: only baggage octets other than `%` stay as they are.
 pub(crate) fn encoded_len(c: char) -> usize {
     match u8::try_from(c) {
-        Ok(byte) if byte != b'%' && is_baggage_octet(byte) => 1,
+        Ok(byte) if is_plain(byte) => 1,
         _ => 3 * c.len_utf8(),
     }
 }
 
+/// Bytes `value` takes once percent-encoded.
+pub(crate) fn encoded_value_len(value: &str) -> usize {
+    if is_plain_text(value.as_bytes()) {
+        return value.len();
+    }
+    value.chars().map(encoded_len).sum()
+}
+
 /// Appends `value` percent-encoded to `out`, escaping exactly what [`encoded_len`] counts as escaped.
 pub(crate) fn push_encoded(out: &mut String, value: &str) {
+    if is_plain_text(value.as_bytes()) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         if encoded_len(c) == 1 {
             out.push(c);
@@ -182,7 +226,25 @@ mod tests {
         let mut out = String::new();
         push_encoded(&mut out, "a b,c;d%e=f\"é\u{FFFD}");
         assert_eq!(out, "a%20b%2Cc%3Bd%25e=f%22%C3%A9%EF%BF%BD");
-        let counted: usize = "a b,c;d%e=f\"é\u{FFFD}".chars().map(encoded_len).sum();
-        assert_eq!(counted, out.len());
+        assert_eq!(encoded_value_len("a b,c;d%e=f\"é\u{FFFD}"), out.len());
+    }
+
+    #[test]
+    fn plain_text_is_every_baggage_octet_but_the_percent_sign_and_passes_through_as_it_is() {
+        let plain: String = (0u8..=0x7F)
+            .filter(|&b| is_baggage_octet(b) && b != b'%')
+            .map(char::from)
+            .collect();
+        assert!(is_plain_text(plain.as_bytes()));
+        assert_eq!(decoded(&plain), plain);
+        let mut out = String::new();
+        push_encoded(&mut out, &plain);
+        assert_eq!(
+            (out.as_str(), encoded_value_len(&plain)),
+            (plain.as_str(), plain.len())
+        );
+        for byte in (0u8..=0xFF).filter(|&b| !is_baggage_octet(b) || b == b'%') {
+            assert!(!is_plain_text(&[b'a', byte]), "{byte:#x}");
+        }
     }
 }
