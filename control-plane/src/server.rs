@@ -43,7 +43,7 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
     tokio::spawn(ops::retention::run(plane.clone(), config.retention.clone()));
 
     let max_message = config.limits.max_message_bytes;
-    let router = tonic::service::Routes::from(ui::router(plane.clone()))
+    let router = tonic::service::Routes::from(ui::router(plane.clone(), tls.is_some()))
         .add_service(
             AgentServiceServer::new(AgentApi::new(plane.clone())).max_decoding_message_size(max_message),
         )

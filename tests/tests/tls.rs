@@ -238,7 +238,8 @@ async fn tls_connect(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_web_ui_answers_over_https_on_the_grpc_port_with_h2_and_http1_offered() {
+async fn the_web_ui_answers_over_https_on_the_grpc_port_with_h2_and_http1_offered_and_signs_in_with_a_secure_cookie(
+) {
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
     let server = pki.start_server(dir.path());
@@ -268,6 +269,26 @@ async fn the_web_ui_answers_over_https_on_the_grpc_port_with_h2_and_http1_offere
         };
         assert!(answer.contains(expected), "{page}: {answer}");
     }
+
+    let mut http1 = tls_connect(&pki, &server, &[b"http/1.1"]).await;
+    let form = format!("token={}", server.admin_token);
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    http1.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = http1.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let cookie = answer
+        .lines()
+        .find(|line| line.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("signing in sets the cookie: {answer}"));
+    assert!(
+        cookie.contains("keyhole_token=") && cookie.contains("; Secure"),
+        "over TLS the sign-in cookie is Secure: {cookie}"
+    );
 }
 
 #[inline(never)]

@@ -116,6 +116,10 @@ async fn signing_in_with_a_viewer_token_sets_an_http_only_same_site_cookie_and_s
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "over plain HTTP a Secure cookie would never come back: {set_cookie}"
+    );
     let cookie = signed_in.token_cookie().unwrap();
     assert_eq!(cookie, format!("keyhole_token={}", fixture.viewer_token));
     let overview = get(base, "/", Some(&cookie)).await;

@@ -6,9 +6,9 @@
 //! sessions), and it is checked against the store on every request, so a
 //! revoked token signs its holder out at once. It is `HttpOnly` (no script
 //! can read it) and `SameSite=Strict` (no other site's page makes the
-//! browser send it). It is not `Secure`: the server speaks plain HTTP on
-//! loopback by default, where a `Secure` cookie would never be sent back;
-//! behind TLS the browser still keeps it to the one origin.
+//! browser send it). Served over TLS it is also `Secure` (never sent over
+//! plain HTTP); the plain-HTTP default on loopback cannot use `Secure`, or
+//! the browser would never send the cookie back.
 
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
@@ -145,12 +145,21 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| plausible(value))
 }
 
-fn set_cookie(token: &str) -> String {
-    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/")
+/// The attributes of the sign-in cookie, and of the one that clears it.
+fn cookie_attributes(secure: bool) -> &'static str {
+    if secure {
+        "HttpOnly; SameSite=Strict; Path=/; Secure"
+    } else {
+        "HttpOnly; SameSite=Strict; Path=/"
+    }
 }
 
-fn cleared_cookie() -> String {
-    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+fn set_cookie(token: &str, secure: bool) -> String {
+    format!("{COOKIE_NAME}={token}; {}", cookie_attributes(secure))
+}
+
+fn cleared_cookie(secure: bool) -> String {
+    format!("{COOKIE_NAME}=; {}; Max-Age=0", cookie_attributes(secure))
 }
 
 /// Where to go after signing in: a path on this server, never another site.
@@ -239,7 +248,8 @@ pub async fn submit(State(ui): State<Ui>, headers: HeaderMap, Form(form): Form<L
     match ui.plane.auth.authenticate(token, Role::Viewer).await {
         Ok(principal) => {
             tracing::info!(token = %principal.token_id, "signed in to the web UI");
-            ([(SET_COOKIE, set_cookie(token))], Redirect::to(next)).into_response()
+            let cookie = set_cookie(token, ui.secure_cookies);
+            ([(SET_COOKIE, cookie)], Redirect::to(next)).into_response()
         }
         Err(status) => refused(match status.code() {
             Code::Unauthenticated => INVALID,
@@ -250,8 +260,9 @@ pub async fn submit(State(ui): State<Ui>, headers: HeaderMap, Form(form): Form<L
 }
 
 /// `GET /logout`: forgets the cookie.
-pub async fn logout() -> Response {
-    ([(SET_COOKIE, cleared_cookie())], Redirect::to("/login")).into_response()
+pub async fn logout(State(ui): State<Ui>) -> Response {
+    let cookie = cleared_cookie(ui.secure_cookies);
+    ([(SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
 }
 
 #[cfg(test)]
@@ -286,11 +297,17 @@ mod tests {
 
     #[test]
     fn the_cookie_is_http_only_and_same_site_strict_and_logout_expires_it() {
-        let cookie = set_cookie("kh_ab_cd");
-        assert!(
-            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/")
-        );
-        assert!(cleared_cookie().contains("Max-Age=0"));
+        for secure in [false, true] {
+            let cookie = set_cookie("kh_ab_cd", secure);
+            assert!(
+                cookie.contains("HttpOnly")
+                    && cookie.contains("SameSite=Strict")
+                    && cookie.contains("Path=/")
+            );
+            assert!(cleared_cookie(secure).contains("Max-Age=0"));
+            assert_eq!(cookie.ends_with("; Secure"), secure, "{cookie}");
+            assert_eq!(cleared_cookie(secure).contains("; Secure"), secure);
+        }
     }
 
     #[test]

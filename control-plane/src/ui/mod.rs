@@ -52,14 +52,18 @@ struct Ui {
     plane: Arc<ControlPlane>,
     debugger: Arc<DebuggerApi>,
     trace_viewer: Option<Arc<TraceViewer>>,
+    /// The sign-in cookie is `Secure`: the UI is served over TLS.
+    secure_cookies: bool,
 }
 
-/// The HTTP routes; gRPC services are added beside them by the server.
-pub fn router(plane: Arc<ControlPlane>) -> Router {
+/// The HTTP routes; gRPC services are added beside them by the server. `tls`: the server speaks TLS,
+/// so the sign-in cookie may be, and is, `Secure`.
+pub fn router(plane: Arc<ControlPlane>, tls: bool) -> Router {
     let ui = Ui {
         debugger: Arc::new(DebuggerApi::new(plane.clone())),
         plane,
         trace_viewer: TraceViewer::from_env().map(Arc::new),
+        secure_cookies: tls,
     };
     Router::new()
         .route("/", get(pages::overview))
