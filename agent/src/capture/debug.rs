@@ -110,10 +110,10 @@ impl Capturer<'_> {
         if let Some(flag) = key_redacted {
             // What the writer kept is whole characters of `&str` pieces; were it not text, say it is
             // sensitive rather than guess.
-            let written = std::str::from_utf8(self.wire.since(start));
+            let written = std::str::from_utf8(self.wire.text_since(start));
             *flag = written.map_or(true, |key| self.names.is_redacted(key));
             let kept = written.map_or(0, |key| floor_char_boundary(key, limit));
-            omitted += (self.wire.since(start).len() - kept) as u64;
+            omitted += (self.wire.text_since(start).len() - kept) as u64;
             self.wire.keep(start, kept);
         }
         self.wire.close_unless_empty(content);

@@ -17,7 +17,7 @@ impl<'a> Capturer<'a> {
     pub(crate) fn tree(&mut self, capture: impl FnOnce(ValueSlot<'_, 'a>) -> Captured) -> Value {
         let start = self.wire.mark();
         let _: Captured = capture(ValueSlot { capturer: self });
-        decoded_canonical(self.wire.since(start))
+        decoded_canonical(&self.wire.encoded_since(start))
     }
 }
 

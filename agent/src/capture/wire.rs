@@ -3,14 +3,17 @@
 //!
 //! A capture writes the encoding of what it captures as it goes, into one buffer: no value tree is built
 //! and nothing is encoded twice. A message whose length is not known before its content (a struct, a list,
-//! a map, an enum, a field holding a value) gets a one-byte length placeholder when it opens; when it
-//! closes, the placeholder takes the real length, and content of 128 bytes or more moves up by the extra
-//! bytes its length needs. Most messages are short, so most closes only write one byte, and a byte moves
-//! once per enclosing message of 128 bytes or more. The output is canonical: byte for byte what prost
-//! writes for the same tree (fields in number order, proto3 defaults left out, minimal varints).
+//! a map, an enum, a field holding a value) gets a one-byte length placeholder when it opens. When it
+//! closes, a length under 128 fills the placeholder. A longer one needs more bytes: up to
+//! [`SHIFT_LIMIT`] bytes of content move up to make room, and past that the length is noted instead, and
+//! [`Wire::into_bytes`] writes the noted lengths in their places as it copies the buffer once. So a byte
+//! moves at most a few times, inside small messages, whatever the depth of the large ones around it;
+//! and a typical snapshot, a few kilobytes, is never copied whole.
+//! The output is canonical: byte for byte what prost writes for the same tree (fields in number order,
+//! proto3 defaults left out, minimal varints).
 //!
-//! The budget is the buffer's length: the encoded size of everything captured so far, counting each open
-//! message's length as the one byte it takes at least.
+//! The budget is the encoded size of everything captured so far, noted lengths at their full size,
+//! counting each open message's length as the one byte it takes at least.
 
 /// Protobuf wire types.
 const VARINT: u8 = 0;
@@ -99,107 +102,167 @@ pub(crate) mod error {
     pub(crate) const MESSAGE: u8 = key(1, LEN);
 }
 
+/// Content up to this size moves up when its length needs more than one byte: cheaper than noting the
+/// length and copying the whole capture once more at the end.
+const SHIFT_LIMIT: usize = 1024;
+
 /// The buffer a capture writes into, against the snapshot's byte cap.
 #[derive(Debug)]
 pub(crate) struct Wire {
     bytes: Vec<u8>,
     max: usize,
+    /// Lengths of 128 or more, in the order their messages closed: where the one-byte placeholder is,
+    /// and the length to write there.
+    long: Vec<(usize, usize)>,
+    /// Bytes the noted lengths take beyond their placeholders.
+    extra: usize,
 }
 
-/// A position in the buffer: where a value (or a field holding one) started.
+/// A position in the capture: where a value (or a field holding one) started.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Mark(usize);
+pub(crate) struct Mark {
+    at: usize,
+    long: usize,
+    extra: usize,
+}
 
-/// An open message: where its one-byte length placeholder is.
+/// An open message: where its one-byte length placeholder is, and the lengths noted when it opened.
 #[derive(Debug)]
 #[must_use = "an open message must be closed, or its length stays a placeholder"]
-pub(crate) struct Open(usize);
+pub(crate) struct Open {
+    at: usize,
+    long: usize,
+    extra: usize,
+}
 
 impl Wire {
     /// An empty capture of at most `max` bytes, writing into `bytes` (cleared; its capacity is kept).
     pub(crate) fn new(max: usize, mut bytes: Vec<u8>) -> Self {
         bytes.clear();
-        Self { bytes, max }
+        Self {
+            bytes,
+            max,
+            long: Vec::new(),
+            extra: 0,
+        }
     }
 
+    /// The encoding: the buffer itself, or, when lengths were noted, the buffer copied once with each in
+    /// its place.
     pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+        if self.long.is_empty() {
+            return self.bytes;
+        }
+        self.encoded_from(0)
+    }
+
+    /// The encoding of what was written from `start` (a whole number of values) on.
+    fn encoded_from(&self, start: usize) -> Vec<u8> {
+        let mut long: Vec<(usize, usize)> =
+            self.long.iter().copied().filter(|(at, _)| *at >= start).collect();
+        long.sort_unstable_by_key(|(at, _)| *at);
+        let mut out = Vec::with_capacity(self.bytes.len() - start + self.extra);
+        let mut from = start;
+        for (at, length) in long {
+            out.extend_from_slice(&self.bytes[from..at]);
+            let mut encoded = [0; MAX_VARINT_BYTES];
+            let written = encode_varint(length as u64, &mut encoded);
+            out.extend_from_slice(&encoded[..written]);
+            from = at + 1;
+        }
+        out.extend_from_slice(&self.bytes[from..]);
+        out
     }
 
     #[inline]
     pub(crate) fn used(&self) -> usize {
-        self.bytes.len()
+        self.bytes.len() + self.extra
     }
 
     /// Whether nothing more may be captured; checked before each value is walked.
     #[inline]
     pub(crate) fn exhausted(&self) -> bool {
-        self.bytes.len() >= self.max
+        self.used() >= self.max
     }
 
     /// Bytes left before the cap, which bounds how much of a string may still be copied.
     #[inline]
     pub(crate) fn remaining(&self) -> usize {
-        self.max.saturating_sub(self.bytes.len())
+        self.max.saturating_sub(self.used())
     }
 
     #[inline]
     pub(crate) fn mark(&self) -> Mark {
-        Mark(self.bytes.len())
+        Mark {
+            at: self.bytes.len(),
+            long: self.long.len(),
+            extra: self.extra,
+        }
     }
 
     /// Forgets what was written since `mark`: the part built since then is thrown away (a user's
-    /// `Serialize` failed or panicked half-way). Every message opened after `mark` goes with it.
+    /// `Serialize` failed or panicked half-way). Every message opened after `mark` goes with it, and
+    /// so do the lengths noted since: a message still open at `mark` is still open now.
     #[inline]
     pub(crate) fn rewind(&mut self, mark: Mark) {
-        self.bytes.truncate(mark.0);
+        self.bytes.truncate(mark.at);
+        self.long.truncate(mark.long);
+        self.extra = mark.extra;
     }
 
-    /// Keeps `len` bytes of what was written since `start`, and forgets the rest.
+    /// Keeps `len` bytes of the text written since `start`, and forgets the rest.
     #[inline]
     pub(crate) fn keep(&mut self, start: Mark, len: usize) {
-        self.bytes.truncate(start.0 + len);
+        self.bytes.truncate(start.at + len);
     }
 
     /// Starts the length-delimited field `key` whose length is not known yet.
     #[inline]
     pub(crate) fn open(&mut self, key: u8) -> Open {
         self.bytes.extend_from_slice(&[key, 0]);
-        Open(self.bytes.len() - 1)
+        Open {
+            at: self.bytes.len() - 1,
+            long: self.long.len(),
+            extra: self.extra,
+        }
     }
 
-    /// Ends the field `open` started: everything written since is its content.
+    /// Ends the field `open` started: everything written since is its content, at the full size of the
+    /// lengths noted inside it.
     #[inline]
     pub(crate) fn close(&mut self, open: Open) {
-        let start = open.0 + 1;
-        let content = self.bytes.len() - start;
+        let content = self.bytes.len() - open.at - 1 + (self.extra - open.extra);
         if content < 0x80 {
-            self.bytes[open.0] = content as u8;
+            self.bytes[open.at] = content as u8;
+        } else if content <= SHIFT_LIMIT && self.long.len() == open.long {
+            // Nothing inside was noted, so moving the content moves no noted place.
+            self.shift(open.at, content);
         } else {
-            self.close_long(start, content);
+            self.long.push((open.at, content));
+            self.extra += varint_len(content as u64) - 1;
         }
+    }
+
+    /// Moves the `content` bytes after the placeholder at `at` up, and writes their length there.
+    #[cold]
+    fn shift(&mut self, at: usize, content: usize) {
+        let mut length = [0; MAX_VARINT_BYTES];
+        let written = encode_varint(content as u64, &mut length);
+        let start = at + 1;
+        self.bytes.resize(self.bytes.len() + written - 1, 0);
+        self.bytes.copy_within(start..start + content, at + written);
+        self.bytes[at..at + written].copy_from_slice(&length[..written]);
     }
 
     /// Ends the field `open` started, or takes it back when it has no content: a proto3 `string` or
     /// `bytes` field that is empty is not written at all.
     #[inline]
     pub(crate) fn close_unless_empty(&mut self, open: Open) {
-        if self.bytes.len() == open.0 + 1 {
-            self.bytes.truncate(open.0 - 1);
+        if self.bytes.len() == open.at + 1 {
+            self.bytes.truncate(open.at - 1);
         } else {
             self.close(open);
         }
-    }
-
-    #[cold]
-    fn close_long(&mut self, start: usize, content: usize) {
-        let length_bytes = varint_len(content as u64);
-        let extra = length_bytes - 1;
-        self.bytes.resize(self.bytes.len() + extra, 0);
-        self.bytes.copy_within(start..start + content, start + extra);
-        let mut length = [0; MAX_VARINT_BYTES];
-        let written = encode_varint(content as u64, &mut length);
-        self.bytes[start - 1..start - 1 + written].copy_from_slice(&length[..written]);
     }
 
     fn long_varint(&mut self, value: u64) {
@@ -260,9 +323,15 @@ impl Wire {
         self.bytes.extend_from_slice(content);
     }
 
-    /// What was written since `mark`.
-    pub(crate) fn since(&self, mark: Mark) -> &[u8] {
-        &self.bytes[mark.0..]
+    /// The text written since `mark`, as it stands in the buffer (no lengths inside it are noted).
+    pub(crate) fn text_since(&self, mark: Mark) -> &[u8] {
+        &self.bytes[mark.at..]
+    }
+
+    /// The encoding of what was written since `mark`.
+    #[cfg(test)]
+    pub(crate) fn encoded_since(&self, mark: Mark) -> Vec<u8> {
+        self.encoded_from(mark.at)
     }
 }
 
@@ -341,7 +410,9 @@ mod tests {
             let mut wire = Wire::new(usize::MAX, Vec::new());
             wire.key_varint(value::UINT, value);
             assert_eq!(wire.used(), 1 + varint_len(value), "{value}");
-            let decoded = Value::decode(wire.since(Mark(0))).ok().and_then(|v| v.kind);
+            let decoded = Value::decode(wire.into_bytes().as_slice())
+                .ok()
+                .and_then(|v| v.kind);
             assert_eq!(decoded, Some(Kind::Uint(value)));
         }
     }
@@ -401,10 +472,23 @@ mod tests {
         let item = wire.open(list::ITEM);
         wire.key_varint(value::UINT, 7);
         wire.close(item);
+        let long = wire.open(list::ITEM);
+        let text = wire.open(value::TEXT);
+        let content = wire.open(text::VALUE);
+        wire.raw(&[b'x'; 300]);
+        wire.close(content);
+        wire.close(text);
+        wire.close(long);
+        assert_eq!(
+            wire.used(),
+            2 + 2 + 2 + 2 + 2 + 2 + 300 + 3,
+            "lengths of 128 or more count in full"
+        );
         wire.rewind(mark);
+        assert_eq!(wire.used(), 2, "and are forgotten with what they measured");
         wire.uint_field(list::OMITTED_ITEMS, 1);
         wire.close(list);
-        let decoded = Value::decode(wire.since(Mark(0))).expect("decodes");
+        let decoded = Value::decode(wire.into_bytes().as_slice()).expect("decodes");
         assert_eq!(
             decoded.kind,
             Some(Kind::List(List {
