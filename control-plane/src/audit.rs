@@ -33,10 +33,14 @@ pub enum AuditAction {
     TokenRevoke,
     KeysRotate,
     SnapshotView,
+    /// Snapshots listed: what a list returns holds their captured values.
+    SnapshotList,
+    /// Snapshots watched: the stream sends each new snapshot whole.
+    SnapshotWatch,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 10] = [
         AuditAction::BreakpointSet,
         AuditAction::BreakpointDelete,
         AuditAction::SessionOpen,
@@ -45,6 +49,8 @@ impl AuditAction {
         AuditAction::TokenRevoke,
         AuditAction::KeysRotate,
         AuditAction::SnapshotView,
+        AuditAction::SnapshotList,
+        AuditAction::SnapshotWatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +63,8 @@ impl AuditAction {
             AuditAction::TokenRevoke => "token.revoke",
             AuditAction::KeysRotate => "keys.rotate",
             AuditAction::SnapshotView => "snapshot.view",
+            AuditAction::SnapshotList => "snapshot.list",
+            AuditAction::SnapshotWatch => "snapshot.watch",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `DebuggerService`: what people do through the CLI and the UI — list
 //! services and probes, open sessions, set breakpoints, read snapshots,
-//! manage tokens, read the audit log. Every change and every snapshot view is
-//! written to the audit log first (see [`crate::audit`]).
+//! manage tokens, read the audit log. Every change and every read of captured
+//! values (a snapshot viewed, listed or watched) is written to the audit log
+//! first (see [`crate::audit`]).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -397,10 +398,14 @@ impl DebuggerService for DebuggerApi {
         &self,
         request: Request<SnapshotFilter>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        self.plane.auth.check(&request, Role::Viewer).await?;
+        let actor = self.actor(&request, Role::Viewer).await?;
         let filter = request.into_inner();
         let limit = self.list_limit(filter.limit)?;
         let snapshots = stored!(self.plane.store.list_snapshots(&filter, limit));
+        // The list holds the snapshots' captured values: it is logged before anyone sees them.
+        let detail = format!("{} snapshots returned", snapshots.len());
+        self.audit(actor.entry(AuditAction::SnapshotList, &filter_target(&filter), detail))
+            .await?;
         Ok(Response::new(ListSnapshotsResponse { snapshots }))
     }
 
@@ -425,8 +430,11 @@ impl DebuggerService for DebuggerApi {
         &self,
         request: Request<SnapshotFilter>,
     ) -> Result<Response<Self::WatchSnapshotsStream>, Status> {
-        self.plane.auth.check(&request, Role::Viewer).await?;
+        let actor = self.actor(&request, Role::Viewer).await?;
         let filter = request.into_inner();
+        let detail = "each new snapshot sent whole as it arrives".to_owned();
+        self.audit(actor.entry(AuditAction::SnapshotWatch, &filter_target(&filter), detail))
+            .await?;
         let plane = self.plane.clone();
         let mut position = stored!(plane.store.last_snapshot_seq());
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
@@ -556,6 +564,25 @@ impl DebuggerService for DebuggerApi {
             .map(entry_message)
             .collect();
         Ok(Response::new(ListAuditResponse { entries }))
+    }
+}
+
+/// What the audit log names as the target of a snapshot list or watch: the filter, as the CLI spells it.
+fn filter_target(filter: &SnapshotFilter) -> String {
+    let parts: Vec<String> = [
+        ("session", &filter.session_id),
+        ("breakpoint", &filter.breakpoint_id),
+        ("service", &filter.service),
+        ("trace", &filter.trace_id),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(name, value)| format!("{name}={value}"))
+    .collect();
+    if parts.is_empty() {
+        "all snapshots".to_owned()
+    } else {
+        parts.join(" ")
     }
 }
 

@@ -228,7 +228,7 @@ async fn every_change_is_audited_with_who_did_it_from_where_and_to_what() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewing_a_snapshot_through_the_cli_or_the_web_ui_is_audited() {
+async fn viewing_listing_or_watching_snapshots_through_the_cli_or_the_web_ui_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let (mut agent, agent_id) = shop_agent(&server).await;
@@ -244,15 +244,36 @@ async fn viewing_a_snapshot_through_the_cli_or_the_web_ui_is_audited() {
     let cookie = cookie_for(&server.addr, &viewer).await;
     let page = get(&server.addr, "/snapshots/snap-1", Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK, "{page:#?}");
-    // Listing is not viewing: only the snapshots opened are in the log.
-    server.cli_as(&viewer, &["snapshots", "list"]).ok();
+    // Lists and watches hand out captured values too; each is an entry of its own.
+    server
+        .cli_as(&viewer, &["snapshots", "list", "--breakpoint", "bp-1"])
+        .ok();
+    let watch = server.cli_running(&["snapshots", "watch", "--session", "ses-1"]);
+    let watched = wait_until(Duration::from_secs(10), || {
+        !audit_list(&server, &["--action", "snapshot.watch"]).is_empty()
+    });
+    drop(watch);
+    assert!(watched, "a watch is logged as it starts");
+
+    let lists = audit_list(&server, &["--action", "snapshot.list"]);
+    let listed: Vec<(&str, &str, &str)> = lists
+        .iter()
+        .map(|e| (field(e, "target"), field(e, "detail"), field(e, "actor")))
+        .collect();
+    let actor = format!("val ({viewer_id})");
+    assert_eq!(
+        listed,
+        [("breakpoint=bp-1", "2 snapshots returned", actor.as_str())],
+        "{lists:#?}"
+    );
+    let watches = audit_list(&server, &["--action", "snapshot.watch"]);
+    assert_eq!(field(&watches[0], "target"), "session=ses-1", "{watches:#?}");
 
     let views = audit_list(&server, &["--action", "snapshot.view"]);
     let seen: Vec<(&str, &str)> = views
         .iter()
         .map(|e| (field(e, "target"), field(e, "actor")))
         .collect();
-    let actor = format!("val ({viewer_id})");
     assert_eq!(
         seen,
         [("snap-1", actor.as_str()), ("snap-0", actor.as_str())],

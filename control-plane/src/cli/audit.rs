@@ -12,7 +12,7 @@ pub enum AuditVerb {
     /// List audit entries, newest first.
     List {
         /// Only this action: breakpoint.set, breakpoint.delete, session.open, session.close,
-        /// token.create, token.revoke, keys.rotate or snapshot.view.
+        /// token.create, token.revoke, keys.rotate, snapshot.view, snapshot.list or snapshot.watch.
         #[arg(long)]
         action: Option<String>,
         /// Only what this token did, given by its name or id.
