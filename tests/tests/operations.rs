@@ -320,6 +320,9 @@ async fn a_change_or_view_whose_audit_entry_cannot_be_written_is_refused_and_not
     let refused = server.cli(&["snapshots", "get", "snap-0"]);
     refused.refused(&unaudited);
     assert!(refused.stdout.is_empty(), "nothing of the snapshot shown");
+    let refused = server.cli(&["snapshots", "list", "-o", "json"]);
+    refused.refused(&unaudited);
+    assert!(refused.stdout.is_empty(), "nothing of the list shown");
     server
         .cli(&["token", "create", "--role", "viewer"])
         .refused(&unaudited);
