@@ -1,16 +1,17 @@
 //! `AgentService`: registration, the breakpoint stream, snapshot ingest and
 //! status reports from embedded agents.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use keyhole_proto::v1::agent_service_server::AgentService;
 use keyhole_proto::v1::{
     Breakpoint, BreakpointSet, Instance, RegisterRequest, RegisterResponse, ReportStatusRequest,
-    ReportStatusResponse, UploadSnapshotsRequest, UploadSnapshotsResponse, WatchBreakpointsRequest,
+    ReportStatusResponse, Snapshot, UploadSnapshotsRequest, UploadSnapshotsResponse, WatchBreakpointsRequest,
 };
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -19,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::Role;
 use crate::ids::now_ms;
 use crate::state::ControlPlane;
-use crate::store::InstanceRecord;
+use crate::store::{InstanceRecord, SnapshotRow, Upload};
 use crate::{check_required, storage_status};
 
 /// Probes one instance may register.
@@ -31,14 +32,65 @@ const STREAM_BUFFER: usize = 4;
 /// How often an idle breakpoint stream re-reads the state, so a missed wake-up
 /// only delays a change.
 const STREAM_REFRESH: Duration = Duration::from_secs(30);
+/// Agents whose origin an uploading replica remembers at most; uploads of
+/// others read the store for it.
+const REMEMBERED_ORIGINS: usize = 100_000;
 
 pub struct AgentApi {
     plane: Arc<ControlPlane>,
+    /// Where each agent's snapshots come from, by agent id, as it registered.
+    /// The store checks it on every upload, so an agent that registered again
+    /// through another replica is read afresh.
+    origins: Mutex<HashMap<String, Origin>>,
+}
+
+/// What an upload stamps on an agent's snapshots: the agent's registration,
+/// not what the snapshots claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    service: String,
+    instance_id: String,
+}
+
+impl Origin {
+    fn of(record: &InstanceRecord) -> Self {
+        Self {
+            service: record.service.clone(),
+            instance_id: record.instance.instance_id.clone(),
+        }
+    }
 }
 
 impl AgentApi {
     pub fn new(plane: Arc<ControlPlane>) -> Self {
-        Self { plane }
+        Self {
+            plane,
+            origins: Mutex::default(),
+        }
+    }
+
+    fn origins(&self) -> MutexGuard<'_, HashMap<String, Origin>> {
+        // Entries are replaced whole: a panic elsewhere cannot leave one half-written.
+        self.origins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remember(&self, agent_id: &str, origin: Origin) {
+        let mut origins = self.origins();
+        if origins.len() < REMEMBERED_ORIGINS || origins.contains_key(agent_id) {
+            origins.insert(agent_id.to_owned(), origin);
+        }
+    }
+
+    /// `agent_id`'s origin, as remembered or else as stored.
+    async fn origin(&self, agent_id: &str) -> Result<Origin, Status> {
+        if let Some(origin) = self.origins().get(agent_id) {
+            return Ok(origin.clone());
+        }
+        let origin = Origin::of(&self.instance(agent_id).await?);
+        self.remember(agent_id, origin.clone());
+        Ok(origin)
     }
 
     async fn instance(&self, agent_id: &str) -> Result<InstanceRecord, Status> {
@@ -49,6 +101,20 @@ impl AgentApi {
             .map_err(|e| storage_status(&e))?
             .ok_or_else(|| Status::not_found(format!("unknown agent id `{agent_id}`; call Register first")))
     }
+}
+
+/// Stamps `snapshots` with where they came from and when they arrived;
+/// returns their encodings, as they are stored.
+fn stamp(snapshots: &mut [Snapshot], origin: &Origin, now: i64) -> Vec<Vec<u8>> {
+    snapshots
+        .iter_mut()
+        .map(|snapshot| {
+            snapshot.service.clone_from(&origin.service);
+            snapshot.instance_id.clone_from(&origin.instance_id);
+            snapshot.received_at_unix_ms = now;
+            snapshot.encode_to_vec()
+        })
+        .collect()
 }
 
 /// Whether an instance with `labels` should install `breakpoint`.
@@ -108,6 +174,7 @@ impl AgentService for AgentApi {
             .register_instance(&record, &probes)
             .await
             .map_err(|e| storage_status(&e))?;
+        self.remember(&agent_id, Origin::of(&record));
         tracing::info!(%agent_id, probes = probes.len(), "agent registered");
         Ok(Response::new(RegisterResponse {
             agent_id,
@@ -141,7 +208,6 @@ impl AgentService for AgentApi {
     ) -> Result<Response<UploadSnapshotsResponse>, Status> {
         self.plane.auth.check(&request, Role::Agent).await?;
         let mut request = request.into_inner();
-        let record = self.instance(&request.agent_id).await?;
         let max_batch = self.plane.limits.max_upload_batch;
         if request.snapshots.len() > max_batch {
             return Err(Status::invalid_argument(format!(
@@ -149,39 +215,53 @@ impl AgentService for AgentApi {
                 request.snapshots.len()
             )));
         }
-        let now = now_ms();
-        for snapshot in &mut request.snapshots {
+        for snapshot in &request.snapshots {
             check_required("snapshot id", &snapshot.id, MAX_SNAPSHOT_ID_LEN)?;
             check_required(
                 "snapshot breakpoint id",
                 &snapshot.breakpoint_id,
                 MAX_SNAPSHOT_ID_LEN,
             )?;
-            // Where a snapshot came from is what the agent registered as, not what it claims.
-            snapshot.service = record.service.clone();
-            snapshot.instance_id = record.instance.instance_id.clone();
-            snapshot.received_at_unix_ms = now;
         }
-        let store = &self.plane.store;
-        let outcome = store
-            .insert_snapshots(&request.snapshots)
-            .await
-            .map_err(|e| storage_status(&e))?;
+        let agent_id = request.agent_id.as_str();
+        let now = now_ms();
+        let mut origin = self.origin(agent_id).await?;
+        let mut reread = false;
+        let outcome = loop {
+            let bodies = stamp(&mut request.snapshots, &origin, now);
+            let rows: Vec<SnapshotRow<'_>> = request
+                .snapshots
+                .iter()
+                .zip(&bodies)
+                .map(|(snapshot, body)| SnapshotRow::of(snapshot, body))
+                .collect();
+            let upload = Upload {
+                agent_id,
+                service: &origin.service,
+                at: now,
+                snapshots: &rows,
+                drops: &request.drops,
+            };
+            match self.plane.store.store_upload(&upload).await {
+                Ok(Some(outcome)) => break outcome,
+                Ok(None) if !reread => {
+                    // Registered again, under another service, through another replica.
+                    self.origins().remove(agent_id);
+                    origin = self.origin(agent_id).await?;
+                    reread = true;
+                }
+                Ok(None) => {
+                    return Err(Status::aborted(format!(
+                        "agent id `{agent_id}` is being registered again meanwhile; send the batch again"
+                    )))
+                }
+                Err(e) => return Err(storage_status(&e)),
+            }
+        };
         self.plane.metrics.snapshots_ingested(outcome);
-        if !request.drops.is_empty() {
-            store
-                .add_drop_counts(&request.agent_id, &request.drops)
-                .await
-                .map_err(|e| storage_status(&e))?;
-            self.plane.metrics.hits_refused(&request.drops);
-        }
-        store
-            .touch_instance(&request.agent_id, now)
-            .await
-            .map_err(|e| storage_status(&e))?;
-        if outcome.stored > 0 {
-            let seq = store.last_snapshot_seq().await.map_err(|e| storage_status(&e))?;
-            self.plane.snapshot_seen(seq);
+        self.plane.metrics.hits_refused(&request.drops);
+        if let Some(newest) = outcome.newest {
+            self.plane.snapshot_seen(newest);
         }
         Ok(Response::new(UploadSnapshotsResponse {
             stored: outcome.stored,

@@ -385,6 +385,45 @@ async fn a_snapshot_batch_sent_to_both_replicas_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_stamped_with_the_latest_registration_of_their_agent_id_whichever_replica_took_it() {
+    let replicas = Replicas::start();
+    let register = |service: &str, instance_id: &str| RegisterRequest {
+        service: service.into(),
+        instance_id: instance_id.into(),
+        ..Default::default()
+    };
+    // Two registrations that name the same agent id, `shop/eu/1`.
+    let mut to_a = replicas.a.agent(&replicas.agent_token).await;
+    let agent_id = to_a
+        .register(register("shop/eu", "1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_id;
+    upload(&mut to_a, &agent_id, &[snapshot("before", "")]).await;
+    let mut to_b = replicas.b.agent(&replicas.agent_token).await;
+    let again = to_b
+        .register(register("shop", "eu/1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_id;
+    assert_eq!(again, agent_id);
+
+    upload(&mut to_a, &agent_id, &[snapshot("after", "")]).await;
+    let origin = |id: &str| {
+        let shown = replicas.a.cli(&["snapshots", "get", id, "-o", "json"]).json();
+        (shown["service"].clone(), shown["instance_id"].clone())
+    };
+    assert_eq!(origin("before"), ("shop/eu".into(), "1".into()));
+    assert_eq!(
+        origin("after"),
+        ("shop".into(), "eu/1".into()),
+        "A does not stamp what it remembered of the earlier registration"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_keeps_everything() {
     let mut replicas = Replicas::start();
     let (mut client, agent_id) = replicas.agent(&replicas.b, "shop-1").await;

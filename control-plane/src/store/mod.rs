@@ -102,11 +102,76 @@ pub struct ServiceProbeRecord {
     pub probe: ProbeSite,
 }
 
+/// A snapshot as the stores keep it: the columns queries filter on, beside
+/// the whole message.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotRow<'a> {
+    pub id: &'a str,
+    pub breakpoint_id: &'a str,
+    pub session_id: &'a str,
+    pub service: &'a str,
+    pub trace_id: &'a str,
+    pub received_at: i64,
+    /// The whole `Snapshot`, protobuf-encoded.
+    pub body: &'a [u8],
+}
+
+impl<'a> SnapshotRow<'a> {
+    /// The row of `snapshot`, whose encoding is `body`.
+    pub fn of(snapshot: &'a Snapshot, body: &'a [u8]) -> Self {
+        Self {
+            id: &snapshot.id,
+            breakpoint_id: &snapshot.breakpoint_id,
+            session_id: &snapshot.session_id,
+            service: &snapshot.service,
+            trace_id: &snapshot.trace_id,
+            received_at: snapshot.received_at_unix_ms,
+            body,
+        }
+    }
+}
+
+/// What one `UploadSnapshots` call stores, in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    pub agent_id: &'a str,
+    /// The service the uploader believes `agent_id` registered with.
+    pub service: &'a str,
+    /// When the upload arrived; the instance was last seen then.
+    pub at: i64,
+    pub snapshots: &'a [SnapshotRow<'a>],
+    pub drops: &'a [DropCount],
+}
+
 /// How an insert of a snapshot batch went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     pub stored: u32,
     pub duplicates: u32,
+    /// The position of the newest snapshot stored (see [`Store::snapshots_after`]),
+    /// if any was.
+    pub newest: Option<i64>,
+}
+
+impl IngestOutcome {
+    /// The outcome of sending `sent` snapshots of which those at `positions` were stored.
+    fn of(sent: usize, positions: &[i64]) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            stored: count(positions.len()),
+            duplicates: count(sent.saturating_sub(positions.len())),
+            newest: positions.iter().copied().max(),
+        }
+    }
+
+    /// This outcome followed by `later`'s, in the same transaction.
+    fn and(self, later: IngestOutcome) -> Self {
+        Self {
+            stored: self.stored.saturating_add(later.stored),
+            duplicates: self.duplicates.saturating_add(later.duplicates),
+            newest: self.newest.max(later.newest),
+        }
+    }
 }
 
 /// One entry of the audit log: who did what to which target, when, and from where.
@@ -180,7 +245,6 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces an instance and its whole probe catalogue.
     async fn register_instance(&self, record: &InstanceRecord, probes: &[ProbeSite]) -> StoreResult<()>;
     async fn get_instance(&self, agent_id: &str) -> StoreResult<Option<InstanceRecord>>;
-    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()>;
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>>;
     /// Every instance's probes, of one service or (with `None`) of all.
     async fn list_probes(&self, service: Option<&str>) -> StoreResult<Vec<ServiceProbeRecord>>;
@@ -208,10 +272,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn upsert_status(&self, status: &InstanceStatus) -> StoreResult<()>;
     async fn statuses(&self, breakpoint_id: &str) -> StoreResult<Vec<InstanceStatus>>;
-    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()>;
     /// Refusals of one breakpoint, summed over instances, by reason.
     async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>>;
 
+    /// Stores `upload` in one transaction, durably, before returning: its
+    /// snapshots (ids already stored are skipped), its drop counts (added to
+    /// the instance's), and the instance's last-seen time (which never moves
+    /// back). Stores nothing and returns `None` when `upload.agent_id` is not
+    /// registered with `upload.service`.
+    async fn store_upload(&self, upload: &Upload<'_>) -> StoreResult<Option<IngestOutcome>>;
     /// Stores a batch in one transaction, durably, before returning. Snapshot
     /// ids already stored are skipped.
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome>;

@@ -5,6 +5,7 @@
 
 mod listener;
 mod retention;
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -19,12 +20,13 @@ use tokio::sync::mpsc;
 
 use super::rows::{
     audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
-    insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
-    service_probe_from_row, session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
+    encode_all, insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
+    rows_of, service_probe_from_row, session_from_row, signing_key_from_row, token_from_row,
+    EmbeddedMigration,
 };
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
-    SessionRecord, SigningKeyRecord, Store, StoreChange, StoreError, StoreResult,
+    SessionRecord, SigningKeyRecord, Store, StoreChange, StoreError, StoreResult, Upload,
 };
 
 /// Connections in each replica's pool (PostgreSQL allows 100 by default, for every replica together).
@@ -40,9 +42,6 @@ const SNAPSHOTS_CHANNEL: &str = "keyhole_snapshots";
 const APPLICATION_NAME: &str = "keyhole";
 /// How each replica's listening connection names itself to PostgreSQL.
 pub(super) const LISTENER_APPLICATION_NAME: &str = "keyhole-listener";
-/// The transaction-level advisory lock snapshot ingest holds (any number, the
-/// same in every replica; it reads "keyhole" and a 1).
-const SNAPSHOT_INGEST_LOCK: i64 = 0x6b65_7968_6f6c_6501;
 
 const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -308,15 +307,6 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET last_seen = GREATEST(last_seen, $1) WHERE agent_id = $2")
-            .bind(at)
-            .bind(agent_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
         let rows = sqlx::query("SELECT * FROM instances ORDER BY service, agent_id")
             .fetch_all(&self.pool)
@@ -476,25 +466,6 @@ impl Store for PostgresStore {
         rows.iter().map(|row| decode(row, "body")).collect()
     }
 
-    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for drop in drops {
-            sqlx::query(
-                "INSERT INTO drop_counts (agent_id, breakpoint_id, reason, count) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (agent_id, breakpoint_id, reason) \
-                 DO UPDATE SET count = drop_counts.count + EXCLUDED.count",
-            )
-            .bind(agent_id)
-            .bind(&drop.breakpoint_id)
-            .bind(drop.reason)
-            .bind(i64::try_from(drop.count).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>> {
         // SUM of BIGINT is NUMERIC in PostgreSQL; the cast keeps it an i64.
         let rows = sqlx::query(
@@ -516,49 +487,21 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
-        if snapshots.is_empty() {
-            return Ok(IngestOutcome::default());
-        }
-        let column = |field: fn(&Snapshot) -> &str| snapshots.iter().map(field).collect::<Vec<_>>();
+    async fn store_upload(&self, upload: &Upload<'_>) -> StoreResult<Option<IngestOutcome>> {
         let mut tx = self.pool.begin().await?;
-        // Positions come from a sequence, handed out before commit. Were two
-        // batches to commit out of order, a watcher that already read past the
-        // later one's positions would never see the earlier one: so ingest
-        // takes turns, and positions become visible in order.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(SNAPSHOT_INGEST_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let stored: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO snapshots (id, breakpoint_id, session_id, service, trace_id, received_at, body) \
-             SELECT id, breakpoint_id, session_id, service, trace_id, received_at, body \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[]) \
-             WITH ORDINALITY AS batch (id, breakpoint_id, session_id, service, trace_id, received_at, body, n) \
-             ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING seq",
-        )
-        .bind(column(|s| &s.id))
-        .bind(column(|s| &s.breakpoint_id))
-        .bind(column(|s| &s.session_id))
-        .bind(column(|s| &s.service))
-        .bind(column(|s| &s.trace_id))
-        .bind(snapshots.iter().map(|s| s.received_at_unix_ms).collect::<Vec<_>>())
-        .bind(snapshots.iter().map(Message::encode_to_vec).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        if let Some(newest) = stored.iter().max() {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(SNAPSHOTS_CHANNEL)
-                .bind(newest.to_string())
-                .execute(&mut *tx)
-                .await?;
+        let outcome = snapshots::store_upload(&mut tx, upload).await?;
+        if outcome.is_some() {
+            tx.commit().await?;
         }
+        Ok(outcome)
+    }
+
+    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
+        let bodies = encode_all(snapshots);
+        let mut tx = self.pool.begin().await?;
+        let outcome = snapshots::insert_rows(&mut tx, &rows_of(snapshots, &bodies)).await?;
         tx.commit().await?;
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(IngestOutcome {
-            stored: count(stored.len()),
-            duplicates: count(snapshots.len() - stored.len()),
-        })
+        Ok(outcome)
     }
 
     async fn get_snapshot(&self, id: &str) -> StoreResult<Option<Snapshot>> {

@@ -4,14 +4,14 @@
 
 use std::borrow::Cow;
 
-use keyhole_proto::v1::{Breakpoint, Instance, SnapshotFilter};
+use keyhole_proto::v1::{Breakpoint, DropCount, Instance, Snapshot, SnapshotFilter};
 use prost::Message;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, InstanceRecord, ServiceProbeRecord, SessionRecord,
-    SigningKeyRecord, StoreError, StoreResult,
+    SigningKeyRecord, SnapshotRow, StoreError, StoreResult, Upload,
 };
 
 /// A migration compiled into the binary: version, name, SQL.
@@ -36,6 +36,20 @@ pub(super) fn migrator(migrations: &'static [EmbeddedMigration]) -> Migrator {
         ),
         ..Migrator::DEFAULT
     }
+}
+
+/// The encoding of each of `snapshots`, for [`rows_of`].
+pub(super) fn encode_all(snapshots: &[Snapshot]) -> Vec<Vec<u8>> {
+    snapshots.iter().map(Message::encode_to_vec).collect()
+}
+
+/// The rows of `snapshots`, whose encodings are `bodies`.
+pub(super) fn rows_of<'a>(snapshots: &'a [Snapshot], bodies: &'a [Vec<u8>]) -> Vec<SnapshotRow<'a>> {
+    snapshots
+        .iter()
+        .zip(bodies)
+        .map(|(snapshot, body)| SnapshotRow::of(snapshot, body))
+        .collect()
 }
 
 /// The query of [`super::Store::list_snapshots`]: bodies of the snapshots
@@ -63,6 +77,51 @@ where
     query
         .push(" ORDER BY seq DESC LIMIT ")
         .push_bind(i64::from(limit));
+    query
+}
+
+/// The statement that marks `upload`'s instance seen at the upload's time
+/// (never earlier than it was), if it is registered with the upload's service.
+pub(super) fn touch_instance_query<'a, DB>(upload: &Upload<'a>) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("UPDATE instances SET last_seen = CASE WHEN last_seen < ");
+    query
+        .push_bind(upload.at)
+        .push(" THEN ")
+        .push_bind(upload.at)
+        .push(" ELSE last_seen END WHERE agent_id = ")
+        .push_bind(upload.agent_id)
+        .push(" AND service = ")
+        .push_bind(upload.service);
+    query
+}
+
+/// The statement that adds `drop` to `agent_id`'s count of its breakpoint and reason.
+pub(super) fn add_drop_count_query<'a, DB>(agent_id: &'a str, drop: &'a DropCount) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i32: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("INSERT INTO drop_counts (agent_id, breakpoint_id, reason, count) ");
+    query.push_values([drop], |mut values, drop| {
+        values
+            .push_bind(agent_id)
+            .push_bind(drop.breakpoint_id.as_str())
+            .push_bind(drop.reason)
+            .push_bind(i64::try_from(drop.count).unwrap_or(i64::MAX));
+    });
+    query.push(
+        " ON CONFLICT (agent_id, breakpoint_id, reason) \
+         DO UPDATE SET count = drop_counts.count + excluded.count",
+    );
     query
 }
 

@@ -10,16 +10,17 @@ use async_trait::async_trait;
 use keyhole_proto::v1::{Breakpoint, DropCount, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter};
 use prost::Message;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::rows::{
-    audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
-    insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
-    service_probe_from_row, session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
+    add_drop_count_query, audit_from_row, breakpoint_from_row, decode, delete_beyond_query,
+    delete_received_before_query, encode_all, insert_audit_query, instance_from_row, list_audit_query,
+    list_snapshots_query, migrator, rows_of, service_probe_from_row, session_from_row, signing_key_from_row,
+    token_from_row, touch_instance_query, EmbeddedMigration,
 };
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    SessionRecord, SigningKeyRecord, SnapshotRow, Store, StoreError, StoreResult, Upload,
 };
 
 /// The database file inside the data directory.
@@ -28,6 +29,9 @@ pub const DATABASE_FILE: &str = "keyhole.db";
 const MAX_CONNECTIONS: u32 = 8;
 /// How long a writer waits for the lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Snapshots per `INSERT` statement: 7 parameters each, far below SQLite's
+/// limit of 32,766 per statement.
+const ROWS_PER_INSERT: usize = 1_000;
 
 const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -67,6 +71,34 @@ impl SqliteStore {
 
 const BUMP_VERSION: &str =
     "UPDATE meta SET value = value + 1 WHERE key = 'breakpoint_version' RETURNING value";
+
+/// Stores `rows`, one statement per [`ROWS_PER_INSERT`] rather than one per
+/// row: each statement is a round trip to the connection's thread.
+async fn insert_rows(
+    connection: &mut SqliteConnection,
+    rows: &[SnapshotRow<'_>],
+) -> StoreResult<IngestOutcome> {
+    let mut outcome = IngestOutcome::default();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO snapshots (id, breakpoint_id, session_id, service, trace_id, received_at, body) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.id)
+                .push_bind(row.breakpoint_id)
+                .push_bind(row.session_id)
+                .push_bind(row.service)
+                .push_bind(row.trace_id)
+                .push_bind(row.received_at)
+                .push_bind(row.body);
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING seq");
+        let positions: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *connection).await?;
+        outcome = outcome.and(IngestOutcome::of(chunk.len(), &positions));
+    }
+    Ok(outcome)
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -192,15 +224,6 @@ impl Store for SqliteStore {
             .as_ref()
             .map(instance_from_row)
             .transpose()
-    }
-
-    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET last_seen = MAX(last_seen, ?) WHERE agent_id = ?")
-            .bind(at)
-            .bind(agent_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
@@ -363,24 +386,6 @@ impl Store for SqliteStore {
         rows.iter().map(|row| decode(row, "body")).collect()
     }
 
-    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for drop in drops {
-            sqlx::query(
-                "INSERT INTO drop_counts (agent_id, breakpoint_id, reason, count) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (agent_id, breakpoint_id, reason) DO UPDATE SET count = count + excluded.count",
-            )
-            .bind(agent_id)
-            .bind(&drop.breakpoint_id)
-            .bind(drop.reason)
-            .bind(i64::try_from(drop.count).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>> {
         let rows = sqlx::query(
             "SELECT reason, SUM(count) AS total FROM drop_counts WHERE breakpoint_id = ? \
@@ -401,29 +406,28 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
-        let mut outcome = IngestOutcome::default();
+    async fn store_upload(&self, upload: &Upload<'_>) -> StoreResult<Option<IngestOutcome>> {
         let mut tx = self.pool.begin().await?;
-        for snapshot in snapshots {
-            let inserted = sqlx::query(
-                "INSERT INTO snapshots (id, breakpoint_id, session_id, service, trace_id, received_at, body) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&snapshot.id)
-            .bind(&snapshot.breakpoint_id)
-            .bind(&snapshot.session_id)
-            .bind(&snapshot.service)
-            .bind(&snapshot.trace_id)
-            .bind(snapshot.received_at_unix_ms)
-            .bind(snapshot.encode_to_vec())
+        let touched = touch_instance_query::<Sqlite>(upload)
+            .build()
             .execute(&mut *tx)
             .await?;
-            if inserted.rows_affected() > 0 {
-                outcome.stored += 1;
-            } else {
-                outcome.duplicates += 1;
-            }
+        if touched.rows_affected() == 0 {
+            return Ok(None);
         }
+        let outcome = insert_rows(&mut tx, upload.snapshots).await?;
+        for drop in upload.drops {
+            let mut add = add_drop_count_query::<Sqlite>(upload.agent_id, drop);
+            add.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
+
+    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
+        let bodies = encode_all(snapshots);
+        let mut tx = self.pool.begin().await?;
+        let outcome = insert_rows(&mut tx, &rows_of(snapshots, &bodies)).await?;
         tx.commit().await?;
         Ok(outcome)
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use keyhole_proto::v1::{
     Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
 };
+use prost::Message as _;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Executor as _};
 use tempfile::TempDir;
@@ -187,6 +188,17 @@ fn token(id: &str, role: Role, created_at: i64) -> ApiTokenRecord {
         creator: "admin".into(),
         created_at,
         revoked_at: None,
+    }
+}
+
+/// An upload of `agent_id`, registered with `service`, holding only `drops`.
+fn empty_upload<'a>(agent_id: &'a str, service: &'a str, at: i64, drops: &'a [DropCount]) -> Upload<'a> {
+    Upload {
+        agent_id,
+        service,
+        at,
+        snapshots: &[],
+        drops,
     }
 }
 

@@ -104,8 +104,13 @@ async fn registering_again_replaces_the_instance_and_its_whole_probe_catalogue()
             .collect();
         assert_eq!(services, ["cart", "shop", "shop"], "{name}");
 
-        store.touch_instance("shop/1", 500).await.unwrap();
-        store.touch_instance("shop/1", 300).await.unwrap();
+        for at in [500, 300] {
+            store
+                .store_upload(&empty_upload("shop/1", "shop", at, &[]))
+                .await
+                .unwrap()
+                .expect("registered");
+        }
         let touched = store.get_instance("shop/1").await.unwrap().expect("registered");
         assert_eq!(
             touched.instance.last_seen_unix_ms, 500,
@@ -262,17 +267,28 @@ async fn statuses_are_kept_per_instance_and_drop_counts_add_up_per_reason() {
         let expected = [("shop/1", "installed"), ("shop/2", "installed")].map(|(a, m)| (a.into(), m.into()));
         assert_eq!(statuses, expected, "{name}");
 
+        for instance_id in ["1", "2"] {
+            store
+                .register_instance(&instance("shop", instance_id, 1), &[])
+                .await
+                .unwrap();
+        }
         let drop = |reason: i32, count: u64| DropCount {
             breakpoint_id: "bp1".into(),
             reason,
             count,
         };
-        store
-            .add_drop_counts("shop/1", &[drop(1, 2), drop(2, 5)])
-            .await
-            .unwrap();
-        store.add_drop_counts("shop/1", &[drop(1, 3)]).await.unwrap();
-        store.add_drop_counts("shop/2", &[drop(1, 10)]).await.unwrap();
+        for (agent_id, drops) in [
+            ("shop/1", vec![drop(1, 2), drop(2, 5)]),
+            ("shop/1", vec![drop(1, 3)]),
+            ("shop/2", vec![drop(1, 10)]),
+        ] {
+            store
+                .store_upload(&empty_upload(agent_id, "shop", 2, &drops))
+                .await
+                .unwrap()
+                .expect("registered");
+        }
         let counts: Vec<_> = store
             .drop_counts("bp1")
             .await
@@ -347,6 +363,74 @@ async fn a_snapshot_batch_is_stored_once_by_id_however_often_it_is_sent() {
         assert_eq!(
             ids_of(&store.list_snapshots(&of_t1, 10).await.unwrap()),
             ["c", "a"],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upload_is_stored_whole_and_only_for_the_service_its_agent_registered_with() {
+    for Backend { name, store, .. } in backends().await {
+        store
+            .register_instance(&instance("shop", "1", 100), &[])
+            .await
+            .unwrap();
+        let (a, b) = (snapshot("a", "bp1", "s1", "t1"), snapshot("b", "bp1", "s1", "t1"));
+        let bodies = [a.encode_to_vec(), b.encode_to_vec()];
+        let rows = [SnapshotRow::of(&a, &bodies[0]), SnapshotRow::of(&b, &bodies[1])];
+        let drops = [DropCount {
+            breakpoint_id: "bp1".into(),
+            reason: 1,
+            count: 4,
+        }];
+        let upload = |agent_id, service| Upload {
+            agent_id,
+            service,
+            at: 200,
+            snapshots: &rows,
+            drops: &drops,
+        };
+
+        for (agent_id, service) in [("shop/1", "cart"), ("shop/2", "shop")] {
+            assert_eq!(
+                store.store_upload(&upload(agent_id, service)).await.unwrap(),
+                None,
+                "{name}: {agent_id} is not registered with {service}"
+            );
+        }
+        assert!(store.snapshots_after(0, 10).await.unwrap().is_empty(), "{name}");
+        assert!(store.drop_counts("bp1").await.unwrap().is_empty(), "{name}");
+        let instance = store.get_instance("shop/1").await.unwrap().expect("registered");
+        assert_eq!(instance.instance.last_seen_unix_ms, 100, "{name}: not seen since");
+
+        let stored = store
+            .store_upload(&upload("shop/1", "shop"))
+            .await
+            .unwrap()
+            .expect("registered");
+        let after = store.snapshots_after(0, 10).await.unwrap();
+        assert_eq!(ids_of(after.iter().map(|(_, s)| s)), ["a", "b"], "{name}");
+        assert_eq!(
+            stored,
+            IngestOutcome {
+                stored: 2,
+                duplicates: 0,
+                newest: Some(after[1].0),
+            },
+            "{name}: the newest position comes back with the outcome"
+        );
+        assert_eq!(store.drop_counts("bp1").await.unwrap().len(), 1, "{name}");
+        let instance = store.get_instance("shop/1").await.unwrap().expect("registered");
+        assert_eq!(instance.instance.last_seen_unix_ms, 200, "{name}");
+
+        let again = store.store_upload(&upload("shop/1", "shop")).await.unwrap();
+        assert_eq!(
+            again,
+            Some(IngestOutcome {
+                stored: 0,
+                duplicates: 2,
+                newest: None,
+            }),
             "{name}"
         );
     }
