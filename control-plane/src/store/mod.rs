@@ -288,8 +288,14 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first, at most `limit`.
     async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>>;
     /// Snapshots stored after position `after` (see [`Store::last_snapshot_seq`]),
-    /// oldest first, at most `limit`, each with its position.
+    /// oldest first, at most `limit`, each with its position. A reader that
+    /// moves `after` to the last position it read never misses a snapshot:
+    /// none is ever stored behind a position this returned (on PostgreSQL,
+    /// snapshots of a batch still in flight, and of batches that began after
+    /// it, are held back until it ends).
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>>;
+    /// The position of the newest snapshot [`Store::snapshots_after`] can
+    /// return now: a reader starting from it reads everything stored later.
     async fn last_snapshot_seq(&self) -> StoreResult<i64>;
 
     /// Deletes at most `limit` of the snapshots received before `cutoff`, oldest first.

@@ -5,7 +5,7 @@
 
 mod listener;
 mod retention;
-mod snapshots;
+pub(super) mod snapshots;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -43,7 +43,7 @@ const APPLICATION_NAME: &str = "keyhole";
 /// How each replica's listening connection names itself to PostgreSQL.
 pub(super) const LISTENER_APPLICATION_NAME: &str = "keyhole-listener";
 
-const MIGRATIONS: &[EmbeddedMigration] = &[
+pub(super) const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (
         2,
@@ -55,12 +55,15 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "retention",
         include_str!("../../migrations/postgres/0003_retention.sql"),
     ),
+    (
+        4,
+        "snapshot positions",
+        include_str!("../../migrations/postgres/0004_snapshot_positions.sql"),
+    ),
 ];
 
 /// Reads the breakpoint version.
 const READ_VERSION: &str = "SELECT value FROM meta WHERE key = 'breakpoint_version'";
-/// Reads the position of the newest snapshot (NULL when there is none).
-const READ_LAST_SNAPSHOT_SEQ: &str = "SELECT MAX(seq) FROM snapshots";
 
 /// Bumps the breakpoint version and announces it on the channel bound as `$1`
 /// (PostgreSQL delivers the notification when the transaction commits, and
@@ -73,6 +76,8 @@ pub struct PostgresStore {
     pool: PgPool,
     options: PgConnectOptions,
     location: String,
+    /// Positions each transaction has for its snapshots (see [`snapshots`]).
+    pub(super) positions_per_transaction: usize,
 }
 
 /// Where `options` point, as `postgres://user@host:port/database`: never the password.
@@ -150,10 +155,14 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError(format!("migrating the database at {location} failed: {e}")))?;
+        let positions: i64 = sqlx::query_scalar(snapshots::READ_POSITIONS_PER_TRANSACTION)
+            .fetch_one(&pool)
+            .await?;
         Ok(Self {
             pool,
             options,
             location,
+            positions_per_transaction: usize::try_from(positions).unwrap_or(0),
         })
     }
 
@@ -489,7 +498,7 @@ impl Store for PostgresStore {
 
     async fn store_upload(&self, upload: &Upload<'_>) -> StoreResult<Option<IngestOutcome>> {
         let mut tx = self.pool.begin().await?;
-        let outcome = snapshots::store_upload(&mut tx, upload).await?;
+        let outcome = snapshots::store_upload(&mut tx, upload, self.positions_per_transaction).await?;
         if outcome.is_some() {
             tx.commit().await?;
         }
@@ -499,7 +508,8 @@ impl Store for PostgresStore {
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
         let bodies = encode_all(snapshots);
         let mut tx = self.pool.begin().await?;
-        let outcome = snapshots::insert_rows(&mut tx, &rows_of(snapshots, &bodies)).await?;
+        let rows = rows_of(snapshots, &bodies);
+        let outcome = snapshots::insert_rows(&mut tx, &rows, self.positions_per_transaction).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -521,7 +531,7 @@ impl Store for PostgresStore {
     }
 
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>> {
-        let rows = sqlx::query("SELECT seq, body FROM snapshots WHERE seq > $1 ORDER BY seq LIMIT $2")
+        let rows = sqlx::query(snapshots::READ_AFTER)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -532,7 +542,7 @@ impl Store for PostgresStore {
     }
 
     async fn last_snapshot_seq(&self) -> StoreResult<i64> {
-        let seq: Option<i64> = sqlx::query_scalar(READ_LAST_SNAPSHOT_SEQ)
+        let seq: Option<i64> = sqlx::query_scalar(snapshots::READ_NEWEST_POSITION)
             .fetch_one(&self.pool)
             .await?;
         Ok(seq.unwrap_or(0))

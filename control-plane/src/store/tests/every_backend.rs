@@ -474,6 +474,49 @@ async fn batches_racing_from_several_stores_store_each_snapshot_once() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_following_batches_stored_concurrently_by_several_stores_misses_none() {
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 25;
+    const BATCH: usize = 8;
+    for backend in backends().await {
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let store = backend.open_again().await;
+            writers.push(tokio::spawn(async move {
+                for b in 0..BATCHES {
+                    let batch: Vec<Snapshot> = (0..BATCH)
+                        .map(|n| snapshot(&format!("w{w}-b{b}-{n}"), "bp1", "s1", "t1"))
+                        .collect();
+                    store.insert_snapshots(&batch).await.unwrap();
+                }
+            }));
+        }
+        // A watcher: reads what follows its cursor, moves the cursor to the
+        // last it read, and goes on until the writers are done and nothing is left.
+        let mut cursor = 0;
+        let mut read = Vec::new();
+        loop {
+            let writing = writers.iter().any(|writer| !writer.is_finished());
+            let page = backend.store.snapshots_after(cursor, 50).await.unwrap();
+            if let Some((last, _)) = page.last() {
+                cursor = *last;
+            }
+            if page.is_empty() && !writing {
+                break;
+            }
+            read.extend(page.into_iter().map(|(_, snapshot)| snapshot.id));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let stored = WRITERS * BATCHES * BATCH;
+        assert_eq!(read.len(), stored, "{}: each read once", backend.name);
+        let distinct: std::collections::HashSet<&String> = read.iter().collect();
+        assert_eq!(distinct.len(), stored, "{}: none missed", backend.name);
+    }
+}
+
 #[tokio::test]
 async fn reopening_a_store_keeps_everything() {
     for backend in backends().await {
