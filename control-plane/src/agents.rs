@@ -1,17 +1,16 @@
-//! `AgentService`: registration, the breakpoint stream, snapshot ingest and
-//! status reports from embedded agents.
+//! `AgentService`: registration, the breakpoint stream and status reports
+//! from embedded agents; snapshot ingest is [`crate::ingest`]'s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keyhole_proto::v1::agent_service_server::AgentService;
 use keyhole_proto::v1::{
     Breakpoint, BreakpointSet, Instance, RegisterRequest, RegisterResponse, ReportStatusRequest,
-    ReportStatusResponse, Snapshot, UploadSnapshotsRequest, UploadSnapshotsResponse, WatchBreakpointsRequest,
+    ReportStatusResponse, UploadSnapshotsRequest, UploadSnapshotsResponse, WatchBreakpointsRequest,
 };
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -19,8 +18,9 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
 use crate::ids::now_ms;
+use crate::ingest::{Ingest, UploadWire};
 use crate::state::ControlPlane;
-use crate::store::{InstanceRecord, SnapshotRow, Upload};
+use crate::store::InstanceRecord;
 use crate::{check_required, storage_status};
 
 /// Probes one instance may register.
@@ -32,89 +32,37 @@ const STREAM_BUFFER: usize = 4;
 /// How often an idle breakpoint stream re-reads the state, so a missed wake-up
 /// only delays a change.
 const STREAM_REFRESH: Duration = Duration::from_secs(30);
-/// Agents whose origin an uploading replica remembers at most; uploads of
-/// others read the store for it.
-const REMEMBERED_ORIGINS: usize = 100_000;
 
 pub struct AgentApi {
     plane: Arc<ControlPlane>,
-    /// Where each agent's snapshots come from, by agent id, as it registered.
-    /// The store checks it on every upload, so an agent that registered again
-    /// through another replica is read afresh.
-    origins: Mutex<HashMap<String, Origin>>,
-}
-
-/// What an upload stamps on an agent's snapshots: the agent's registration,
-/// not what the snapshots claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Origin {
-    service: String,
-    instance_id: String,
-}
-
-impl Origin {
-    fn of(record: &InstanceRecord) -> Self {
-        Self {
-            service: record.service.clone(),
-            instance_id: record.instance.instance_id.clone(),
-        }
-    }
+    ingest: Arc<Ingest>,
 }
 
 impl AgentApi {
     pub fn new(plane: Arc<ControlPlane>) -> Self {
         Self {
+            ingest: Arc::new(Ingest::new(plane.clone())),
             plane,
-            origins: Mutex::default(),
         }
     }
 
-    fn origins(&self) -> MutexGuard<'_, HashMap<String, Origin>> {
-        // Entries are replaced whole: a panic elsewhere cannot leave one half-written.
-        self.origins
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn remember(&self, agent_id: &str, origin: Origin) {
-        let mut origins = self.origins();
-        if origins.len() < REMEMBERED_ORIGINS || origins.contains_key(agent_id) {
-            origins.insert(agent_id.to_owned(), origin);
-        }
-    }
-
-    /// `agent_id`'s origin, as remembered or else as stored.
-    async fn origin(&self, agent_id: &str) -> Result<Origin, Status> {
-        if let Some(origin) = self.origins().get(agent_id) {
-            return Ok(origin.clone());
-        }
-        let origin = Origin::of(&self.instance(agent_id).await?);
-        self.remember(agent_id, origin.clone());
-        Ok(origin)
-    }
-
-    async fn instance(&self, agent_id: &str) -> Result<InstanceRecord, Status> {
-        self.plane
-            .store
-            .get_instance(agent_id)
-            .await
-            .map_err(|e| storage_status(&e))?
-            .ok_or_else(|| Status::not_found(format!("unknown agent id `{agent_id}`; call Register first")))
+    /// What takes in this service's uploads (also served on a route of its own).
+    pub fn ingest(&self) -> Arc<Ingest> {
+        self.ingest.clone()
     }
 }
 
-/// Stamps `snapshots` with where they came from and when they arrived;
-/// returns their encodings, as they are stored.
-fn stamp(snapshots: &mut [Snapshot], origin: &Origin, now: i64) -> Vec<Vec<u8>> {
-    snapshots
-        .iter_mut()
-        .map(|snapshot| {
-            snapshot.service.clone_from(&origin.service);
-            snapshot.instance_id.clone_from(&origin.instance_id);
-            snapshot.received_at_unix_ms = now;
-            snapshot.encode_to_vec()
-        })
-        .collect()
+/// The registration of `agent_id`, or the status that says to register first.
+pub(crate) async fn registered_instance(
+    plane: &ControlPlane,
+    agent_id: &str,
+) -> Result<InstanceRecord, Status> {
+    plane
+        .store
+        .get_instance(agent_id)
+        .await
+        .map_err(|e| storage_status(&e))?
+        .ok_or_else(|| Status::not_found(format!("unknown agent id `{agent_id}`; call Register first")))
 }
 
 /// Whether an instance with `labels` should install `breakpoint`.
@@ -174,7 +122,7 @@ impl AgentService for AgentApi {
             .register_instance(&record, &probes)
             .await
             .map_err(|e| storage_status(&e))?;
-        self.remember(&agent_id, Origin::of(&record));
+        self.ingest.registered(&record);
         tracing::info!(%agent_id, probes = probes.len(), "agent registered");
         Ok(Response::new(RegisterResponse {
             agent_id,
@@ -190,7 +138,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<Self::WatchBreakpointsStream>, Status> {
         self.plane.auth.check(&request, Role::Agent).await?;
         let request = request.into_inner();
-        let record = self.instance(&request.agent_id).await?;
+        let record = registered_instance(&self.plane, &request.agent_id).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let plane = self.plane.clone();
         tokio::spawn(async move {
@@ -206,67 +154,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<UploadSnapshotsRequest>,
     ) -> Result<Response<UploadSnapshotsResponse>, Status> {
-        self.plane.auth.check(&request, Role::Agent).await?;
-        let mut request = request.into_inner();
-        let max_batch = self.plane.limits.max_upload_batch;
-        if request.snapshots.len() > max_batch {
-            return Err(Status::invalid_argument(format!(
-                "{} snapshots in one batch; send at most {max_batch}",
-                request.snapshots.len()
-            )));
-        }
-        for snapshot in &request.snapshots {
-            check_required("snapshot id", &snapshot.id, MAX_SNAPSHOT_ID_LEN)?;
-            check_required(
-                "snapshot breakpoint id",
-                &snapshot.breakpoint_id,
-                MAX_SNAPSHOT_ID_LEN,
-            )?;
-        }
-        let agent_id = request.agent_id.as_str();
-        let now = now_ms();
-        let mut origin = self.origin(agent_id).await?;
-        let mut reread = false;
-        let outcome = loop {
-            let bodies = stamp(&mut request.snapshots, &origin, now);
-            let rows: Vec<SnapshotRow<'_>> = request
-                .snapshots
-                .iter()
-                .zip(&bodies)
-                .map(|(snapshot, body)| SnapshotRow::of(snapshot, body))
-                .collect();
-            let upload = Upload {
-                agent_id,
-                service: &origin.service,
-                at: now,
-                snapshots: &rows,
-                drops: &request.drops,
-            };
-            match self.plane.store.store_upload(&upload).await {
-                Ok(Some(outcome)) => break outcome,
-                Ok(None) if !reread => {
-                    // Registered again, under another service, through another replica.
-                    self.origins().remove(agent_id);
-                    origin = self.origin(agent_id).await?;
-                    reread = true;
-                }
-                Ok(None) => {
-                    return Err(Status::aborted(format!(
-                        "agent id `{agent_id}` is being registered again meanwhile; send the batch again"
-                    )))
-                }
-                Err(e) => return Err(storage_status(&e)),
-            }
-        };
-        self.plane.metrics.snapshots_ingested(outcome);
-        self.plane.metrics.hits_refused(&request.drops);
-        if let Some(newest) = outcome.newest {
-            self.plane.snapshot_seen(newest);
-        }
-        Ok(Response::new(UploadSnapshotsResponse {
-            stored: outcome.stored,
-            duplicates: outcome.duplicates,
-        }))
+        self.ingest.upload(request.map(UploadWire::from)).await
     }
 
     async fn report_status(
@@ -275,7 +163,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<ReportStatusResponse>, Status> {
         self.plane.auth.check(&request, Role::Agent).await?;
         let request = request.into_inner();
-        let record = self.instance(&request.agent_id).await?;
+        let record = registered_instance(&self.plane, &request.agent_id).await?;
         let now = now_ms();
         for mut status in request.statuses {
             check_required("status breakpoint id", &status.breakpoint_id, MAX_SNAPSHOT_ID_LEN)?;

@@ -20,11 +20,11 @@ use crate::auth::{mint_token, Role};
 use crate::config::{ServerConfig, ADMIN_TOKEN_FILE};
 use crate::debugger::DebuggerApi;
 use crate::ids::now_ms;
-use crate::ops;
 use crate::state::ControlPlane;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreChange};
 use crate::tls::{self, TlsListener};
 use crate::ui;
+use crate::{ingest, ops};
 
 /// How long open streams get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -45,15 +45,16 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
     tokio::spawn(ops::retention::run(plane.clone(), config.retention.clone()));
 
     let max_message = config.limits.max_message_bytes;
+    let agents = AgentApi::new(plane.clone());
+    let ingest = ingest::router(agents.ingest(), max_message);
     let router = tonic::service::Routes::from(ui::router(plane.clone()))
-        .add_service(
-            AgentServiceServer::new(AgentApi::new(plane.clone())).max_decoding_message_size(max_message),
-        )
+        .add_service(AgentServiceServer::new(agents).max_decoding_message_size(max_message))
         .add_service(
             DebuggerServiceServer::new(DebuggerApi::new(plane.clone()))
                 .max_decoding_message_size(max_message),
         )
-        .into_axum_router();
+        .into_axum_router()
+        .merge(ingest);
     let router = ops::instrument(router, plane.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {

@@ -599,3 +599,70 @@ async fn snapshots_watch_prints_new_snapshots_as_they_arrive() {
         "only the filtered session's snapshot is printed"
     );
 }
+
+/// `UploadSnapshotsRequest` as an agent of a later version might send it,
+/// its snapshots encoded by hand.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HandEncodedUpload {
+    #[prost(string, tag = "1")]
+    agent_id: String,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    snapshots: Vec<Vec<u8>>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_keeps_the_fields_a_later_agent_added_that_this_version_does_not_know() {
+    use prost::Message as _;
+    // Field 100, a string "new": a key of (100 << 3) | 2 as a varint, a length, the bytes.
+    const UNKNOWN_FIELD: &[u8] = &[0xa2, 0x06, 0x03, b'n', b'e', b'w'];
+    let dir = tempfile::tempdir().unwrap();
+    let shop = Shop::start(dir.path()).await;
+    let mut snapshot = Snapshot {
+        id: "from-a-later-agent".into(),
+        breakpoint_id: "bp-x".into(),
+        session_id: shop.session_id.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    snapshot.extend_from_slice(UNKNOWN_FIELD);
+
+    let channel = Channel::from_shared(shop.server.addr.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(HandEncodedUpload {
+        agent_id: shop.agent_id.clone(),
+        snapshots: vec![snapshot],
+    });
+    let bearer = format!("Bearer {}", shop.agent_token).parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/keyhole.v1.AgentService/UploadSnapshots");
+    let codec = tonic_prost::ProstCodec::<HandEncodedUpload, UploadSnapshotsResponse>::default();
+    let answer = grpc.unary(request, path, codec).await.unwrap().into_inner();
+    assert_eq!(answer.stored, 1);
+
+    let shown = shop
+        .server
+        .cli(&["snapshots", "get", "from-a-later-agent", "-o", "json"])
+        .json();
+    assert_eq!(shown["service"], "shop", "stamped by the server all the same");
+    let database = shop.server.data_dir.join("keyhole.db");
+    let mut stored = sqlx::SqlitePool::connect(&format!("sqlite:{}", database.display()))
+        .await
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM snapshots WHERE id = 'from-a-later-agent'")
+        .fetch_one(&mut *stored)
+        .await
+        .unwrap();
+    assert!(
+        body.windows(UNKNOWN_FIELD.len()).any(|w| w == UNKNOWN_FIELD),
+        "the field this version does not know is stored as sent"
+    );
+}

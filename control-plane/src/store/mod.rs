@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use keyhole_proto::v1::{
     Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
 };
+use prost::Message as _;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -104,43 +105,43 @@ pub struct ServiceProbeRecord {
 
 /// A snapshot as the stores keep it: the columns queries filter on, beside
 /// the whole message.
-#[derive(Debug, Clone, Copy)]
-pub struct SnapshotRow<'a> {
-    pub id: &'a str,
-    pub breakpoint_id: &'a str,
-    pub session_id: &'a str,
-    pub service: &'a str,
-    pub trace_id: &'a str,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub breakpoint_id: String,
+    pub session_id: String,
+    pub service: String,
+    pub trace_id: String,
     pub received_at: i64,
     /// The whole `Snapshot`, protobuf-encoded.
-    pub body: &'a [u8],
+    pub body: Vec<u8>,
 }
 
-impl<'a> SnapshotRow<'a> {
-    /// The row of `snapshot`, whose encoding is `body`.
-    pub fn of(snapshot: &'a Snapshot, body: &'a [u8]) -> Self {
+impl SnapshotRow {
+    /// The row of `snapshot`.
+    pub fn of(snapshot: &Snapshot) -> Self {
         Self {
-            id: &snapshot.id,
-            breakpoint_id: &snapshot.breakpoint_id,
-            session_id: &snapshot.session_id,
-            service: &snapshot.service,
-            trace_id: &snapshot.trace_id,
+            id: snapshot.id.clone(),
+            breakpoint_id: snapshot.breakpoint_id.clone(),
+            session_id: snapshot.session_id.clone(),
+            service: snapshot.service.clone(),
+            trace_id: snapshot.trace_id.clone(),
             received_at: snapshot.received_at_unix_ms,
-            body,
+            body: snapshot.encode_to_vec(),
         }
     }
 }
 
 /// What one `UploadSnapshots` call stores, in one transaction.
-#[derive(Debug, Clone, Copy)]
-pub struct Upload<'a> {
-    pub agent_id: &'a str,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub agent_id: String,
     /// The service the uploader believes `agent_id` registered with.
-    pub service: &'a str,
+    pub service: String,
     /// When the upload arrived; the instance was last seen then.
     pub at: i64,
-    pub snapshots: &'a [SnapshotRow<'a>],
-    pub drops: &'a [DropCount],
+    pub snapshots: Vec<SnapshotRow>,
+    pub drops: Vec<DropCount>,
 }
 
 /// How an insert of a snapshot batch went.
@@ -280,7 +281,7 @@ pub trait Store: Send + Sync + 'static {
     /// the instance's), and the instance's last-seen time (which never moves
     /// back). Stores nothing and returns `None` when `upload.agent_id` is not
     /// registered with `upload.service`.
-    async fn store_upload(&self, upload: &Upload<'_>) -> StoreResult<Option<IngestOutcome>>;
+    async fn store_upload(&self, upload: Upload) -> StoreResult<Option<IngestOutcome>>;
     /// Stores a batch in one transaction, durably, before returning. Snapshot
     /// ids already stored are skipped.
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome>;

@@ -20,13 +20,13 @@ use tokio::sync::mpsc;
 
 use super::rows::{
     audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
-    encode_all, insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
-    rows_of, service_probe_from_row, session_from_row, signing_key_from_row, token_from_row,
+    insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
+    readable_snapshots, service_probe_from_row, session_from_row, signing_key_from_row, token_from_row,
     EmbeddedMigration,
 };
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
-    SessionRecord, SigningKeyRecord, Store, StoreChange, StoreError, StoreResult, Upload,
+    SessionRecord, SigningKeyRecord, SnapshotRow, Store, StoreChange, StoreError, StoreResult, Upload,
 };
 
 /// Connections in each replica's pool (PostgreSQL allows 100 by default, for every replica together).
@@ -496,9 +496,9 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn store_upload(&self, upload: &Upload<'_>) -> StoreResult<Option<IngestOutcome>> {
+    async fn store_upload(&self, upload: Upload) -> StoreResult<Option<IngestOutcome>> {
         let mut tx = self.pool.begin().await?;
-        let outcome = snapshots::store_upload(&mut tx, upload, self.positions_per_transaction).await?;
+        let outcome = snapshots::store_upload(&mut tx, &upload, self.positions_per_transaction).await?;
         if outcome.is_some() {
             tx.commit().await?;
         }
@@ -506,9 +506,8 @@ impl Store for PostgresStore {
     }
 
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
-        let bodies = encode_all(snapshots);
+        let rows: Vec<SnapshotRow> = snapshots.iter().map(SnapshotRow::of).collect();
         let mut tx = self.pool.begin().await?;
-        let rows = rows_of(snapshots, &bodies);
         let outcome = snapshots::insert_rows(&mut tx, &rows, self.positions_per_transaction).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -527,7 +526,8 @@ impl Store for PostgresStore {
     async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>> {
         let mut query = list_snapshots_query::<Postgres>(filter, limit);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|row| decode(row, "body")).collect()
+        let listed = readable_snapshots(&rows)?;
+        Ok(listed.into_iter().map(|(_, snapshot)| snapshot).collect())
     }
 
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>> {
@@ -536,9 +536,7 @@ impl Store for PostgresStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("seq")?, decode(row, "body")?)))
-            .collect()
+        readable_snapshots(&rows)
     }
 
     async fn last_snapshot_seq(&self) -> StoreResult<i64> {

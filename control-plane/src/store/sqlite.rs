@@ -10,6 +10,8 @@
 //! in the busy handler (up to 100 ms a nap), which made the tail of upload
 //! latency.
 
+mod uploads;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,13 +20,15 @@ use async_trait::async_trait;
 use keyhole_proto::v1::{Breakpoint, DropCount, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter};
 use prost::Message;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
+
+use uploads::{insert_rows, write_upload};
 
 use super::rows::{
-    add_drop_count_query, audit_from_row, breakpoint_from_row, decode, delete_beyond_query,
-    delete_received_before_query, encode_all, insert_audit_query, instance_from_row, list_audit_query,
-    list_snapshots_query, migrator, rows_of, service_probe_from_row, session_from_row, signing_key_from_row,
-    token_from_row, touch_instance_query, EmbeddedMigration,
+    audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
+    insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
+    readable_snapshots, service_probe_from_row, session_from_row, signing_key_from_row, token_from_row,
+    EmbeddedMigration,
 };
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
@@ -38,9 +42,6 @@ const READERS: u32 = 8;
 /// How long a write waits for the writing connection, or a writer of another
 /// process for the lock, before failing.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Snapshots per `INSERT` statement: 7 parameters each, far below SQLite's
-/// limit of 32,766 per statement.
-const ROWS_PER_INSERT: usize = 1_000;
 
 const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -87,34 +88,6 @@ impl SqliteStore {
 
 const BUMP_VERSION: &str =
     "UPDATE meta SET value = value + 1 WHERE key = 'breakpoint_version' RETURNING value";
-
-/// Stores `rows`, one statement per [`ROWS_PER_INSERT`] rather than one per
-/// row: each statement is a round trip to the connection's thread.
-async fn insert_rows(
-    connection: &mut SqliteConnection,
-    rows: &[SnapshotRow<'_>],
-) -> StoreResult<IngestOutcome> {
-    let mut outcome = IngestOutcome::default();
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO snapshots (id, breakpoint_id, session_id, service, trace_id, received_at, body) ",
-        );
-        insert.push_values(chunk, |mut values, row| {
-            values
-                .push_bind(row.id)
-                .push_bind(row.breakpoint_id)
-                .push_bind(row.session_id)
-                .push_bind(row.service)
-                .push_bind(row.trace_id)
-                .push_bind(row.received_at)
-                .push_bind(row.body);
-        });
-        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING seq");
-        let positions: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *connection).await?;
-        outcome = outcome.and(IngestOutcome::of(chunk.len(), &positions));
-    }
-    Ok(outcome)
-}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -422,28 +395,19 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn store_upload(&self, upload: &Upload<'_>) -> StoreResult<Option<IngestOutcome>> {
+    async fn store_upload(&self, upload: Upload) -> StoreResult<Option<IngestOutcome>> {
         let mut tx = self.writer.begin().await?;
-        let touched = touch_instance_query::<Sqlite>(upload)
-            .build()
-            .execute(&mut *tx)
-            .await?;
-        if touched.rows_affected() == 0 {
-            return Ok(None);
+        let outcome = write_upload(&mut tx, &upload).await?;
+        if outcome.is_some() {
+            tx.commit().await?;
         }
-        let outcome = insert_rows(&mut tx, upload.snapshots).await?;
-        for drop in upload.drops {
-            let mut add = add_drop_count_query::<Sqlite>(upload.agent_id, drop);
-            add.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(outcome))
+        Ok(outcome)
     }
 
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
-        let bodies = encode_all(snapshots);
+        let rows: Vec<SnapshotRow> = snapshots.iter().map(SnapshotRow::of).collect();
         let mut tx = self.writer.begin().await?;
-        let outcome = insert_rows(&mut tx, &rows_of(snapshots, &bodies)).await?;
+        let outcome = insert_rows(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -461,7 +425,8 @@ impl Store for SqliteStore {
     async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>> {
         let mut query = list_snapshots_query::<Sqlite>(filter, limit);
         let rows = query.build().fetch_all(&self.readers).await?;
-        rows.iter().map(|row| decode(row, "body")).collect()
+        let listed = readable_snapshots(&rows)?;
+        Ok(listed.into_iter().map(|(_, snapshot)| snapshot).collect())
     }
 
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>> {
@@ -470,9 +435,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.readers)
             .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("seq")?, decode(row, "body")?)))
-            .collect()
+        readable_snapshots(&rows)
     }
 
     async fn last_snapshot_seq(&self) -> StoreResult<i64> {

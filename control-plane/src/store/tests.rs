@@ -192,13 +192,13 @@ fn token(id: &str, role: Role, created_at: i64) -> ApiTokenRecord {
 }
 
 /// An upload of `agent_id`, registered with `service`, holding only `drops`.
-fn empty_upload<'a>(agent_id: &'a str, service: &'a str, at: i64, drops: &'a [DropCount]) -> Upload<'a> {
+fn empty_upload(agent_id: &str, service: &str, at: i64, drops: &[DropCount]) -> Upload {
     Upload {
-        agent_id,
-        service,
+        agent_id: agent_id.into(),
+        service: service.into(),
         at,
-        snapshots: &[],
-        drops,
+        snapshots: Vec::new(),
+        drops: drops.to_vec(),
     }
 }
 

@@ -32,7 +32,7 @@ pub(super) const READ_AFTER: &str =
 /// `positions` is the number of positions each transaction has.
 pub(super) async fn store_upload(
     tx: &mut PgConnection,
-    upload: &Upload<'_>,
+    upload: &Upload,
     positions: usize,
 ) -> StoreResult<Option<IngestOutcome>> {
     let touched = touch_instance_query::<Postgres>(upload)
@@ -42,9 +42,9 @@ pub(super) async fn store_upload(
     if touched.rows_affected() == 0 {
         return Ok(None);
     }
-    let outcome = insert_rows(tx, upload.snapshots, positions).await?;
-    for drop in upload.drops {
-        let mut add = add_drop_count_query::<Postgres>(upload.agent_id, drop);
+    let outcome = insert_rows(tx, &upload.snapshots, positions).await?;
+    for drop in &upload.drops {
+        let mut add = add_drop_count_query::<Postgres>(&upload.agent_id, drop);
         add.build().execute(&mut *tx).await?;
     }
     Ok(Some(outcome))
@@ -53,9 +53,9 @@ pub(super) async fn store_upload(
 /// Stores `rows` in the transaction `tx` is in, in one statement; a
 /// transaction may do this once, with fewer than `positions` rows (the
 /// positions each transaction has).
-pub(in crate::store) async fn insert_rows<'a>(
+pub(in crate::store) async fn insert_rows(
     tx: &mut PgConnection,
-    rows: &[SnapshotRow<'a>],
+    rows: &[SnapshotRow],
     positions: usize,
 ) -> StoreResult<IngestOutcome> {
     if rows.is_empty() {
@@ -68,7 +68,7 @@ pub(in crate::store) async fn insert_rows<'a>(
             positions - 1
         )));
     }
-    let column = |field: fn(&SnapshotRow<'a>) -> &'a str| rows.iter().map(field).collect::<Vec<_>>();
+    let column = |field: fn(&SnapshotRow) -> &str| rows.iter().map(field).collect::<Vec<_>>();
     let stored: Vec<i64> = sqlx::query_scalar(
         "WITH start AS (SELECT snapshot_positions_start() AS position) \
          INSERT INTO snapshots (seq, id, breakpoint_id, session_id, service, trace_id, received_at, body) \
@@ -77,13 +77,13 @@ pub(in crate::store) async fn insert_rows<'a>(
          WITH ORDINALITY AS batch (id, breakpoint_id, session_id, service, trace_id, received_at, body, n) \
          ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING seq",
     )
-    .bind(column(|row| row.id))
-    .bind(column(|row| row.breakpoint_id))
-    .bind(column(|row| row.session_id))
-    .bind(column(|row| row.service))
-    .bind(column(|row| row.trace_id))
+    .bind(column(|row| &row.id))
+    .bind(column(|row| &row.breakpoint_id))
+    .bind(column(|row| &row.session_id))
+    .bind(column(|row| &row.service))
+    .bind(column(|row| &row.trace_id))
     .bind(rows.iter().map(|row| row.received_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.body).collect::<Vec<_>>())
+    .bind(rows.iter().map(|row| row.body.as_slice()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
     let outcome = IngestOutcome::of(rows.len(), &stored);

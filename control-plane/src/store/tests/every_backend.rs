@@ -106,7 +106,7 @@ async fn registering_again_replaces_the_instance_and_its_whole_probe_catalogue()
 
         for at in [500, 300] {
             store
-                .store_upload(&empty_upload("shop/1", "shop", at, &[]))
+                .store_upload(empty_upload("shop/1", "shop", at, &[]))
                 .await
                 .unwrap()
                 .expect("registered");
@@ -284,7 +284,7 @@ async fn statuses_are_kept_per_instance_and_drop_counts_add_up_per_reason() {
             ("shop/2", vec![drop(1, 10)]),
         ] {
             store
-                .store_upload(&empty_upload(agent_id, "shop", 2, &drops))
+                .store_upload(empty_upload(agent_id, "shop", 2, &drops))
                 .await
                 .unwrap()
                 .expect("registered");
@@ -375,25 +375,22 @@ async fn an_upload_is_stored_whole_and_only_for_the_service_its_agent_registered
             .register_instance(&instance("shop", "1", 100), &[])
             .await
             .unwrap();
-        let (a, b) = (snapshot("a", "bp1", "s1", "t1"), snapshot("b", "bp1", "s1", "t1"));
-        let bodies = [a.encode_to_vec(), b.encode_to_vec()];
-        let rows = [SnapshotRow::of(&a, &bodies[0]), SnapshotRow::of(&b, &bodies[1])];
         let drops = [DropCount {
             breakpoint_id: "bp1".into(),
             reason: 1,
             count: 4,
         }];
-        let upload = |agent_id, service| Upload {
-            agent_id,
-            service,
-            at: 200,
-            snapshots: &rows,
-            drops: &drops,
+        let upload = |agent_id: &str, service: &str| Upload {
+            snapshots: [snapshot("a", "bp1", "s1", "t1"), snapshot("b", "bp1", "s1", "t1")]
+                .iter()
+                .map(SnapshotRow::of)
+                .collect(),
+            ..empty_upload(agent_id, service, 200, &drops)
         };
 
         for (agent_id, service) in [("shop/1", "cart"), ("shop/2", "shop")] {
             assert_eq!(
-                store.store_upload(&upload(agent_id, service)).await.unwrap(),
+                store.store_upload(upload(agent_id, service)).await.unwrap(),
                 None,
                 "{name}: {agent_id} is not registered with {service}"
             );
@@ -404,7 +401,7 @@ async fn an_upload_is_stored_whole_and_only_for_the_service_its_agent_registered
         assert_eq!(instance.instance.last_seen_unix_ms, 100, "{name}: not seen since");
 
         let stored = store
-            .store_upload(&upload("shop/1", "shop"))
+            .store_upload(upload("shop/1", "shop"))
             .await
             .unwrap()
             .expect("registered");
@@ -423,7 +420,7 @@ async fn an_upload_is_stored_whole_and_only_for_the_service_its_agent_registered
         let instance = store.get_instance("shop/1").await.unwrap().expect("registered");
         assert_eq!(instance.instance.last_seen_unix_ms, 200, "{name}");
 
-        let again = store.store_upload(&upload("shop/1", "shop")).await.unwrap();
+        let again = store.store_upload(upload("shop/1", "shop")).await.unwrap();
         assert_eq!(
             again,
             Some(IngestOutcome {
@@ -433,6 +430,45 @@ async fn an_upload_is_stored_whole_and_only_for_the_service_its_agent_registered
             }),
             "{name}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_stored_snapshot_that_does_not_decode_hides_no_other() {
+    for Backend { name, store, .. } in backends().await {
+        let malformed = SnapshotRow {
+            // A field 15 (a variable) that claims more bytes than follow.
+            body: vec![0x7a, 0x05, 0x01],
+            ..SnapshotRow::of(&snapshot("malformed", "bp1", "s1", "t1"))
+        };
+        let rows = vec![
+            SnapshotRow::of(&snapshot("before", "bp1", "s1", "t1")),
+            malformed,
+            SnapshotRow::of(&snapshot("after", "bp1", "s1", "t1")),
+        ];
+        store
+            .register_instance(&instance("shop", "1", 100), &[])
+            .await
+            .unwrap();
+        let upload = Upload {
+            snapshots: rows,
+            ..empty_upload("shop/1", "shop", 200, &[])
+        };
+        let stored = store.store_upload(upload).await.unwrap().expect("registered");
+        assert_eq!(stored.stored, 3, "{name}");
+
+        let after = store.snapshots_after(0, 10).await.unwrap();
+        assert_eq!(
+            ids_of(after.iter().map(|(_, s)| s)),
+            ["before", "after"],
+            "{name}"
+        );
+        let listed = store
+            .list_snapshots(&SnapshotFilter::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&listed), ["after", "before"], "{name}");
+        assert!(store.get_snapshot("malformed").await.is_err(), "{name}");
     }
 }
 

@@ -106,17 +106,12 @@ async fn a_batch_that_commits_after_a_later_one_is_read_after_it_not_missed() {
     let mut cursor = watcher.last_snapshot_seq().await.unwrap();
 
     // An upload that is slow to commit, through one replica...
-    let early = snapshot("early", "bp1", "", "t1");
-    let body = early.encode_to_vec();
+    let early = SnapshotRow::of(&snapshot("early", "bp1", "", "t1"));
     let mut slow = database.options().connect().await.unwrap();
     let mut in_flight = slow.begin().await.unwrap();
-    postgres::snapshots::insert_rows(
-        &mut in_flight,
-        &[SnapshotRow::of(&early, &body)],
-        store.positions_per_transaction,
-    )
-    .await
-    .unwrap();
+    postgres::snapshots::insert_rows(&mut in_flight, &[early], store.positions_per_transaction)
+        .await
+        .unwrap();
     // ...and one that began later and commits first, through another.
     store
         .insert_snapshots(&[snapshot("late", "bp1", "", "t1")])
