@@ -600,6 +600,74 @@ async fn snapshots_watch_prints_new_snapshots_as_they_arrive() {
     );
 }
 
+/// A connection to the SQLite database of the server whose data directory is `data_dir`.
+async fn database_of(data_dir: &std::path::Path) -> sqlx::pool::PoolConnection<sqlx::Sqlite> {
+    let file = data_dir.join("keyhole.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", file.display()))
+        .await
+        .unwrap();
+    pool.acquire().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_acknowledged_before_the_server_is_killed_is_on_disk_after_it() {
+    const UPLOADERS: usize = 8;
+    const BATCH: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = Shop::start(dir.path()).await;
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut uploaders = Vec::new();
+    for n in 0..UPLOADERS {
+        let mut agent = shop.server.agent(&shop.agent_token).await;
+        let (agent_id, session_id) = (shop.agent_id.clone(), shop.session_id.clone());
+        let acknowledged = acknowledged.clone();
+        uploaders.push(tokio::spawn(async move {
+            for batch in 0.. {
+                let ids: Vec<String> = (0..BATCH).map(|i| format!("u{n}-b{batch}-{i}")).collect();
+                let request = UploadSnapshotsRequest {
+                    agent_id: agent_id.clone(),
+                    snapshots: ids
+                        .iter()
+                        .map(|id| captured_snapshot(id, "bp-x", &session_id))
+                        .collect(),
+                    drops: vec![],
+                };
+                if agent.upload_snapshots(request).await.is_err() {
+                    return;
+                }
+                acknowledged.lock().unwrap().extend(ids);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let Shop { server, .. } = shop;
+    server.kill();
+    for uploader in uploaders {
+        uploader.await.unwrap();
+    }
+
+    let mut reopened = database_of(dir.path()).await;
+    let stored: std::collections::HashSet<String> = sqlx::query_scalar("SELECT id FROM snapshots")
+        .fetch_all(&mut *reopened)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let acknowledged = acknowledged.lock().unwrap();
+    assert!(
+        acknowledged.len() > BATCH * UPLOADERS,
+        "uploads were under way: {}",
+        acknowledged.len()
+    );
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged snapshots lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+}
+
 /// `UploadSnapshotsRequest` as an agent of a later version might send it,
 /// its snapshots encoded by hand.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -650,13 +718,7 @@ async fn a_snapshot_keeps_the_fields_a_later_agent_added_that_this_version_does_
         .cli(&["snapshots", "get", "from-a-later-agent", "-o", "json"])
         .json();
     assert_eq!(shown["service"], "shop", "stamped by the server all the same");
-    let database = shop.server.data_dir.join("keyhole.db");
-    let mut stored = sqlx::SqlitePool::connect(&format!("sqlite:{}", database.display()))
-        .await
-        .unwrap()
-        .acquire()
-        .await
-        .unwrap();
+    let mut stored = database_of(&shop.server.data_dir).await;
     let body: Vec<u8> = sqlx::query_scalar("SELECT body FROM snapshots WHERE id = 'from-a-later-agent'")
         .fetch_one(&mut *stored)
         .await

@@ -8,7 +8,8 @@
 //! while the writer writes. SQLite takes one writer at a time anyway: with
 //! several writing connections, the losers of each race for its lock sleep
 //! in the busy handler (up to 100 ms a nap), which made the tail of upload
-//! latency.
+//! latency. Uploads queue for a writer task that writes those waiting
+//! together ([`uploads`]).
 
 mod uploads;
 
@@ -22,7 +23,7 @@ use prost::Message;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool};
 
-use uploads::{insert_rows, write_upload};
+use uploads::{insert_rows, Uploads};
 
 use super::rows::{
     audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
@@ -57,6 +58,7 @@ pub struct SqliteStore {
     /// One connection: every write.
     writer: SqlitePool,
     readers: SqlitePool,
+    uploads: Uploads,
 }
 
 impl SqliteStore {
@@ -82,7 +84,11 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options)
             .await?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            uploads: Uploads::start(writer.clone()),
+            writer,
+            readers,
+        })
     }
 }
 
@@ -396,12 +402,7 @@ impl Store for SqliteStore {
     }
 
     async fn store_upload(&self, upload: Upload) -> StoreResult<Option<IngestOutcome>> {
-        let mut tx = self.writer.begin().await?;
-        let outcome = write_upload(&mut tx, &upload).await?;
-        if outcome.is_some() {
-            tx.commit().await?;
-        }
-        Ok(outcome)
+        self.uploads.store(upload).await
     }
 
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {

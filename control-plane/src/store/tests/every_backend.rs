@@ -473,6 +473,46 @@ async fn a_stored_snapshot_that_does_not_decode_hides_no_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_arriving_together_are_each_answered_for_themselves() {
+    const UPLOADERS: usize = 24;
+    for Backend { name, store, .. } in backends().await {
+        store
+            .register_instance(&instance("shop", "1", 100), &[])
+            .await
+            .unwrap();
+        // Every third names the wrong service; the others send one snapshot
+        // of their own and one that every upload sends.
+        let uploads = (0..UPLOADERS).map(|n| {
+            let service = if n % 3 == 0 { "cart" } else { "shop" };
+            let snapshots = [format!("own-{n}"), "shared".to_owned()]
+                .iter()
+                .map(|id| SnapshotRow::of(&snapshot(id, "bp1", "s1", "t1")))
+                .collect();
+            let store = store.clone();
+            let upload = Upload {
+                snapshots,
+                ..empty_upload("shop/1", service, 200, &[])
+            };
+            tokio::spawn(async move { store.store_upload(upload).await })
+        });
+        let mut shared = 0;
+        for (n, answer) in uploads.collect::<Vec<_>>().into_iter().enumerate() {
+            let answer = answer.await.unwrap().unwrap();
+            if n % 3 == 0 {
+                assert_eq!(answer, None, "{name}: upload {n} names the wrong service");
+                continue;
+            }
+            let outcome = answer.expect("registered");
+            assert_eq!(outcome.stored + outcome.duplicates, 2, "{name}: upload {n}");
+            shared += outcome.stored - 1;
+        }
+        assert_eq!(shared, 1, "{name}: the shared snapshot is stored by one upload");
+        let stored = store.snapshots_after(0, 100).await.unwrap().len();
+        assert_eq!(stored, UPLOADERS - UPLOADERS / 3 + 1, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_racing_from_several_stores_store_each_snapshot_once() {
     const WRITERS: usize = 4;
     const BATCH: usize = 50;
