@@ -6,6 +6,7 @@
 mod audit_and_retention;
 mod every_backend;
 mod shared_database;
+mod snapshots;
 
 use std::str::FromStr;
 use std::sync::Arc;
