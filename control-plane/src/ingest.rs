@@ -5,7 +5,7 @@
 //! messages and encoding it again to store it was most of the control
 //! plane's CPU time during ingest (the profile is in BENCHMARKS.md). So this
 //! route decodes the request with the snapshots left encoded ([`UploadWire`]),
-//! reads the few fields it checks and indexes ([`SnapshotHead`]), and
+//! reads the few fields it checks and indexes (`SnapshotHead`), and
 //! appends the fields the server sets: protobuf decoding keeps the last value
 //! of a field, so the appended ones win over whatever the agent put there.
 //! Fields this version does not know are stored as the agent sent them.
