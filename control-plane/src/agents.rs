@@ -1,5 +1,5 @@
-//! `AgentService`: registration, the breakpoint stream, snapshot ingest and
-//! status reports from embedded agents.
+//! `AgentService`: registration, the breakpoint stream and status reports
+//! from embedded agents; snapshot ingest is [`crate::ingest`]'s.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
 use crate::ids::now_ms;
+use crate::ingest::{Ingest, UploadWire};
 use crate::state::ControlPlane;
 use crate::store::InstanceRecord;
 use crate::{check_required, storage_status};
@@ -34,21 +35,34 @@ const STREAM_REFRESH: Duration = Duration::from_secs(30);
 
 pub struct AgentApi {
     plane: Arc<ControlPlane>,
+    ingest: Arc<Ingest>,
 }
 
 impl AgentApi {
     pub fn new(plane: Arc<ControlPlane>) -> Self {
-        Self { plane }
+        Self {
+            ingest: Arc::new(Ingest::new(plane.clone())),
+            plane,
+        }
     }
 
-    async fn instance(&self, agent_id: &str) -> Result<InstanceRecord, Status> {
-        self.plane
-            .store
-            .get_instance(agent_id)
-            .await
-            .map_err(|e| storage_status(&e))?
-            .ok_or_else(|| Status::not_found(format!("unknown agent id `{agent_id}`; call Register first")))
+    /// What takes in this service's uploads (also served on a route of its own).
+    pub fn ingest(&self) -> Arc<Ingest> {
+        self.ingest.clone()
     }
+}
+
+/// The registration of `agent_id`, or the status that says to register first.
+pub(crate) async fn registered_instance(
+    plane: &ControlPlane,
+    agent_id: &str,
+) -> Result<InstanceRecord, Status> {
+    plane
+        .store
+        .get_instance(agent_id)
+        .await
+        .map_err(|e| storage_status(&e))?
+        .ok_or_else(|| Status::not_found(format!("unknown agent id `{agent_id}`; call Register first")))
 }
 
 /// Whether an instance with `labels` should install `breakpoint`.
@@ -108,6 +122,7 @@ impl AgentService for AgentApi {
             .register_instance(&record, &probes)
             .await
             .map_err(|e| storage_status(&e))?;
+        self.ingest.registered(&record);
         tracing::info!(%agent_id, probes = probes.len(), "agent registered");
         Ok(Response::new(RegisterResponse {
             agent_id,
@@ -123,7 +138,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<Self::WatchBreakpointsStream>, Status> {
         self.plane.auth.check(&request, Role::Agent).await?;
         let request = request.into_inner();
-        let record = self.instance(&request.agent_id).await?;
+        let record = registered_instance(&self.plane, &request.agent_id).await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let plane = self.plane.clone();
         tokio::spawn(async move {
@@ -139,54 +154,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<UploadSnapshotsRequest>,
     ) -> Result<Response<UploadSnapshotsResponse>, Status> {
-        self.plane.auth.check(&request, Role::Agent).await?;
-        let mut request = request.into_inner();
-        let record = self.instance(&request.agent_id).await?;
-        let max_batch = self.plane.limits.max_upload_batch;
-        if request.snapshots.len() > max_batch {
-            return Err(Status::invalid_argument(format!(
-                "{} snapshots in one batch; send at most {max_batch}",
-                request.snapshots.len()
-            )));
-        }
-        let now = now_ms();
-        for snapshot in &mut request.snapshots {
-            check_required("snapshot id", &snapshot.id, MAX_SNAPSHOT_ID_LEN)?;
-            check_required(
-                "snapshot breakpoint id",
-                &snapshot.breakpoint_id,
-                MAX_SNAPSHOT_ID_LEN,
-            )?;
-            // Where a snapshot came from is what the agent registered as, not what it claims.
-            snapshot.service = record.service.clone();
-            snapshot.instance_id = record.instance.instance_id.clone();
-            snapshot.received_at_unix_ms = now;
-        }
-        let store = &self.plane.store;
-        let outcome = store
-            .insert_snapshots(&request.snapshots)
-            .await
-            .map_err(|e| storage_status(&e))?;
-        self.plane.metrics.snapshots_ingested(outcome);
-        if !request.drops.is_empty() {
-            store
-                .add_drop_counts(&request.agent_id, &request.drops)
-                .await
-                .map_err(|e| storage_status(&e))?;
-            self.plane.metrics.hits_refused(&request.drops);
-        }
-        store
-            .touch_instance(&request.agent_id, now)
-            .await
-            .map_err(|e| storage_status(&e))?;
-        if outcome.stored > 0 {
-            let seq = store.last_snapshot_seq().await.map_err(|e| storage_status(&e))?;
-            self.plane.snapshot_seen(seq);
-        }
-        Ok(Response::new(UploadSnapshotsResponse {
-            stored: outcome.stored,
-            duplicates: outcome.duplicates,
-        }))
+        self.ingest.upload(request.map(UploadWire::from)).await
     }
 
     async fn report_status(
@@ -195,7 +163,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<ReportStatusResponse>, Status> {
         self.plane.auth.check(&request, Role::Agent).await?;
         let request = request.into_inner();
-        let record = self.instance(&request.agent_id).await?;
+        let record = registered_instance(&self.plane, &request.agent_id).await?;
         let now = now_ms();
         for mut status in request.statuses {
             check_required("status breakpoint id", &status.breakpoint_id, MAX_SNAPSHOT_ID_LEN)?;

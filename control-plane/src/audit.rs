@@ -11,11 +11,11 @@ use axum::extract::connect_info::Connected;
 use axum::extract::ConnectInfo;
 use axum::serve::IncomingStream;
 use keyhole_proto::v1::AuditEntry;
-use tokio::net::TcpListener;
 use tonic::Request;
 
 use crate::auth::{display_name, Principal};
 use crate::ids::now_ms;
+use crate::server::PlainListener;
 use crate::store::AuditRecord;
 use crate::tls::TlsListener;
 
@@ -95,8 +95,8 @@ impl FromStr for AuditAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddress(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, TcpListener>> for PeerAddress {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+impl Connected<IncomingStream<'_, PlainListener>> for PeerAddress {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
         PeerAddress(*stream.remote_addr())
     }
 }

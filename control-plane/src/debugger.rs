@@ -534,7 +534,10 @@ impl DebuggerService for DebuggerApi {
         let detail = format!("role {}, name {:?}", token.role, token.name);
         self.audit(actor.entry(AuditAction::TokenRevoke, &id, detail))
             .await?;
-        let record = stored!(self.plane.store.revoke_token(&id, now_ms())).ok_or_else(not_found)?;
+        let revoked = self.plane.store.revoke_token(&id, now_ms()).await;
+        // Even when the answer is an error: the revocation may have been stored.
+        self.plane.auth.forget(&id);
+        let record = revoked.map_err(|e| storage_status(&e))?.ok_or_else(not_found)?;
         Ok(Response::new(token_message(&record, String::new())))
     }
 

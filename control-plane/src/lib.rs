@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod debugger;
 pub mod ids;
+pub mod ingest;
 pub mod ops;
 pub mod server;
 pub mod state;

@@ -4,12 +4,14 @@
 //! several, and follows the others' changes.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyhole_proto::v1::agent_service_server::AgentServiceServer;
 use keyhole_proto::v1::debugger_service_server::DebuggerServiceServer;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::agents::AgentApi;
@@ -18,11 +20,11 @@ use crate::auth::{mint_token, Role};
 use crate::config::{ServerConfig, ADMIN_TOKEN_FILE};
 use crate::debugger::DebuggerApi;
 use crate::ids::now_ms;
-use crate::ops;
 use crate::state::ControlPlane;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreChange};
 use crate::tls::{self, TlsListener};
 use crate::ui;
+use crate::{ingest, ops};
 
 /// How long open streams get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -43,15 +45,16 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
     tokio::spawn(ops::retention::run(plane.clone(), config.retention.clone()));
 
     let max_message = config.limits.max_message_bytes;
+    let agents = AgentApi::new(plane.clone());
+    let ingest = ingest::router(agents.ingest(), max_message);
     let router = tonic::service::Routes::from(ui::router(plane.clone(), tls.is_some()))
-        .add_service(
-            AgentServiceServer::new(AgentApi::new(plane.clone())).max_decoding_message_size(max_message),
-        )
+        .add_service(AgentServiceServer::new(agents).max_decoding_message_size(max_message))
         .add_service(
             DebuggerServiceServer::new(DebuggerApi::new(plane.clone()))
                 .max_decoding_message_size(max_message),
         )
-        .into_axum_router();
+        .into_axum_router()
+        .merge(ingest);
     let router = ops::instrument(router, plane.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
@@ -68,11 +71,38 @@ pub async fn run(config: ServerConfig) -> Result<(), String> {
     );
 
     match tls {
-        None => serve(listener, router).await,
+        None => serve(PlainListener(listener), router).await,
         Some(acceptor) => {
             let listener = TlsListener::new(listener, acceptor).map_err(|e| e.to_string())?;
             serve(listener, router).await
         }
+    }
+}
+
+/// Plain TCP connections, each set to [`no_delay`] when accepted.
+pub struct PlainListener(TcpListener);
+
+impl axum::serve::Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        let (mut stream, remote) = axum::serve::Listener::accept(&mut self.0).await;
+        no_delay(&mut stream);
+        (stream, remote)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// Makes `stream` send each write at once: a gRPC answer is several small
+/// writes, and Nagle's algorithm held the later ones back until the client's
+/// delayed acknowledgement of the first (up to 40 ms on Linux).
+pub fn no_delay(stream: &mut TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY; answers may wait for acknowledgements");
     }
 }
 

@@ -197,16 +197,13 @@ impl ControlPlane {
         }
     }
 
-    /// Tells snapshot streams that snapshots up to position `seq` are stored;
-    /// never moves backwards (uploads finish in any order).
+    /// Tells snapshot streams that snapshots up to position `seq` are stored.
+    /// The position never moves backwards (uploads finish in any order), but
+    /// streams wake even when `seq` is behind it: on a shared database, a
+    /// batch that commits late may be what lets them read newer ones.
     pub fn snapshot_seen(&self, seq: i64) {
-        self.snapshot_seq.send_if_modified(|current| {
-            let newer = seq > *current;
-            if newer {
-                *current = seq;
-            }
-            newer
-        });
+        self.snapshot_seq
+            .send_modify(|current| *current = (*current).max(seq));
     }
 
     /// Loads the keys from the store; whether they differ from those in force.

@@ -119,13 +119,14 @@ async fn accept_and_handshake(
     handshaken: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     loop {
-        let (stream, remote) = match listener.accept().await {
+        let (mut stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 wait_after_accept_error(e).await;
                 continue;
             }
         };
+        crate::server::no_delay(&mut stream);
         let acceptor = acceptor.clone();
         let handshaken = handshaken.clone();
         tokio::spawn(async move {

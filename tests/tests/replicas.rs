@@ -31,6 +31,11 @@ const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
 const STORE_REREAD: Duration = Duration::from_secs(5);
 /// What a re-read may take beyond its interval on a busy machine.
 const REREAD_MARGIN: Duration = Duration::from_secs(2);
+/// The server's `VERIFIED_TOKEN_TTL`: how long a replica trusts a token the
+/// database vouched for before asking again.
+const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(2);
+/// What a refused call may take beyond that on a busy machine.
+const REFUSAL_MARGIN: Duration = Duration::from_secs(1);
 /// How long a replica gets to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -261,13 +266,65 @@ fn snapshot(id: &str, session_id: &str) -> Snapshot {
     }
 }
 
-async fn upload(client: &mut AgentClient, agent_id: &str, batch: &[Snapshot]) -> UploadSnapshotsResponse {
+async fn try_upload(
+    client: &mut AgentClient,
+    agent_id: &str,
+    batch: &[Snapshot],
+) -> Result<UploadSnapshotsResponse, tonic::Status> {
     let request = UploadSnapshotsRequest {
         agent_id: agent_id.to_owned(),
         snapshots: batch.to_vec(),
         drops: vec![],
     };
-    client.upload_snapshots(request).await.unwrap().into_inner()
+    client
+        .upload_snapshots(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn upload(client: &mut AgentClient, agent_id: &str, batch: &[Snapshot]) -> UploadSnapshotsResponse {
+    try_upload(client, agent_id, batch).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_token_revoked_through_one_replica_is_refused_there_at_once_and_by_the_other_soon() {
+    let replicas = Replicas::start();
+    let (mut to_a, agent_a) = replicas.agent(&replicas.a, "shop-1").await;
+    let (mut to_b, agent_b) = replicas.agent(&replicas.b, "shop-2").await;
+    // Both replicas have just checked the token, and trust it for a while.
+    upload(&mut to_a, &agent_a, &[snapshot("snap-a", &replicas.session_id)]).await;
+    upload(&mut to_b, &agent_b, &[snapshot("snap-b", &replicas.session_id)]).await;
+
+    let token_id = replicas.agent_token.split('_').nth(1).unwrap();
+    replicas.a.cli(&["token", "revoke", token_id]).ok();
+    let revoked = Instant::now();
+    let refused_by_a = try_upload(&mut to_a, &agent_a, &[snapshot("snap-a2", "")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused_by_a.code(),
+        tonic::Code::Unauthenticated,
+        "{refused_by_a}"
+    );
+
+    let mut n = 0;
+    let refused_by_b = loop {
+        n += 1;
+        match try_upload(&mut to_b, &agent_b, &[snapshot(&format!("snap-b{n}"), "")]).await {
+            Ok(_) => assert!(
+                revoked.elapsed() < VERIFIED_TOKEN_TTL + REFUSAL_MARGIN,
+                "B still takes uploads {:?} after the revocation",
+                revoked.elapsed()
+            ),
+            Err(status) => break status,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        refused_by_b.code(),
+        tonic::Code::Unauthenticated,
+        "{refused_by_b}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,6 +382,45 @@ async fn a_snapshot_batch_sent_to_both_replicas_is_stored_once() {
         .cli(&["snapshots", "get", "snap-1", "-o", "json"])
         .json();
     assert_eq!(shown["service"], "shop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_stamped_with_the_latest_registration_of_their_agent_id_whichever_replica_took_it() {
+    let replicas = Replicas::start();
+    let register = |service: &str, instance_id: &str| RegisterRequest {
+        service: service.into(),
+        instance_id: instance_id.into(),
+        ..Default::default()
+    };
+    // Two registrations that name the same agent id, `shop/eu/1`.
+    let mut to_a = replicas.a.agent(&replicas.agent_token).await;
+    let agent_id = to_a
+        .register(register("shop/eu", "1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_id;
+    upload(&mut to_a, &agent_id, &[snapshot("before", "")]).await;
+    let mut to_b = replicas.b.agent(&replicas.agent_token).await;
+    let again = to_b
+        .register(register("shop", "eu/1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .agent_id;
+    assert_eq!(again, agent_id);
+
+    upload(&mut to_a, &agent_id, &[snapshot("after", "")]).await;
+    let origin = |id: &str| {
+        let shown = replicas.a.cli(&["snapshots", "get", id, "-o", "json"]).json();
+        (shown["service"].clone(), shown["instance_id"].clone())
+    };
+    assert_eq!(origin("before"), ("shop/eu".into(), "1".into()));
+    assert_eq!(
+        origin("after"),
+        ("shop".into(), "eu/1".into()),
+        "A does not stamp what it remembered of the earlier registration"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

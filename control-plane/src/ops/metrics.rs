@@ -283,6 +283,7 @@ mod tests {
         metrics.snapshots_ingested(IngestOutcome {
             stored: 3,
             duplicates: 1,
+            newest: Some(3),
         });
         let drop = |reason: DropReason, count| DropCount {
             breakpoint_id: "bp".into(),

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use keyhole_proto::v1::{
     Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
 };
+use prost::Message as _;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -102,11 +103,76 @@ pub struct ServiceProbeRecord {
     pub probe: ProbeSite,
 }
 
+/// A snapshot as the stores keep it: the columns queries filter on, beside
+/// the whole message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub breakpoint_id: String,
+    pub session_id: String,
+    pub service: String,
+    pub trace_id: String,
+    pub received_at: i64,
+    /// The whole `Snapshot`, protobuf-encoded.
+    pub body: Vec<u8>,
+}
+
+impl SnapshotRow {
+    /// The row of `snapshot`.
+    pub fn of(snapshot: &Snapshot) -> Self {
+        Self {
+            id: snapshot.id.clone(),
+            breakpoint_id: snapshot.breakpoint_id.clone(),
+            session_id: snapshot.session_id.clone(),
+            service: snapshot.service.clone(),
+            trace_id: snapshot.trace_id.clone(),
+            received_at: snapshot.received_at_unix_ms,
+            body: snapshot.encode_to_vec(),
+        }
+    }
+}
+
+/// What one `UploadSnapshots` call stores, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub agent_id: String,
+    /// The service the uploader believes `agent_id` registered with.
+    pub service: String,
+    /// When the upload arrived; the instance was last seen then.
+    pub at: i64,
+    pub snapshots: Vec<SnapshotRow>,
+    pub drops: Vec<DropCount>,
+}
+
 /// How an insert of a snapshot batch went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     pub stored: u32,
     pub duplicates: u32,
+    /// The position of the newest snapshot stored (see [`Store::snapshots_after`]),
+    /// if any was.
+    pub newest: Option<i64>,
+}
+
+impl IngestOutcome {
+    /// The outcome of sending `sent` snapshots of which those at `positions` were stored.
+    fn of(sent: usize, positions: &[i64]) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            stored: count(positions.len()),
+            duplicates: count(sent.saturating_sub(positions.len())),
+            newest: positions.iter().copied().max(),
+        }
+    }
+
+    /// This outcome followed by `later`'s, in the same transaction.
+    fn and(self, later: IngestOutcome) -> Self {
+        Self {
+            stored: self.stored.saturating_add(later.stored),
+            duplicates: self.duplicates.saturating_add(later.duplicates),
+            newest: self.newest.max(later.newest),
+        }
+    }
 }
 
 /// One entry of the audit log: who did what to which target, when, and from where.
@@ -180,7 +246,6 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces an instance and its whole probe catalogue.
     async fn register_instance(&self, record: &InstanceRecord, probes: &[ProbeSite]) -> StoreResult<()>;
     async fn get_instance(&self, agent_id: &str) -> StoreResult<Option<InstanceRecord>>;
-    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()>;
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>>;
     /// Every instance's probes, of one service or (with `None`) of all.
     async fn list_probes(&self, service: Option<&str>) -> StoreResult<Vec<ServiceProbeRecord>>;
@@ -208,10 +273,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn upsert_status(&self, status: &InstanceStatus) -> StoreResult<()>;
     async fn statuses(&self, breakpoint_id: &str) -> StoreResult<Vec<InstanceStatus>>;
-    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()>;
     /// Refusals of one breakpoint, summed over instances, by reason.
     async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>>;
 
+    /// Stores `upload` in one transaction, durably, before returning: its
+    /// snapshots (ids already stored are skipped), its drop counts (added to
+    /// the instance's), and the instance's last-seen time (which never moves
+    /// back). Stores nothing and returns `None` when `upload.agent_id` is not
+    /// registered with `upload.service`.
+    async fn store_upload(&self, upload: Upload) -> StoreResult<Option<IngestOutcome>>;
     /// Stores a batch in one transaction, durably, before returning. Snapshot
     /// ids already stored are skipped.
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome>;
@@ -219,8 +289,14 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first, at most `limit`.
     async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>>;
     /// Snapshots stored after position `after` (see [`Store::last_snapshot_seq`]),
-    /// oldest first, at most `limit`, each with its position.
+    /// oldest first, at most `limit`, each with its position. A reader that
+    /// moves `after` to the last position it read never misses a snapshot:
+    /// none is ever stored behind a position this returned (on PostgreSQL,
+    /// snapshots of a batch still in flight, and of batches that began after
+    /// it, are held back until it ends).
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>>;
+    /// The position of the newest snapshot [`Store::snapshots_after`] can
+    /// return now: a reader starting from it reads everything stored later.
     async fn last_snapshot_seq(&self) -> StoreResult<i64>;
 
     /// Deletes at most `limit` of the snapshots received before `cutoff`, oldest first.

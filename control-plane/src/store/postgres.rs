@@ -5,6 +5,7 @@
 
 mod listener;
 mod retention;
+pub(super) mod snapshots;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -20,11 +21,12 @@ use tokio::sync::mpsc;
 use super::rows::{
     audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
     insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
-    service_probe_from_row, session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
+    readable_snapshots, service_probe_from_row, session_from_row, signing_key_from_row, token_from_row,
+    EmbeddedMigration,
 };
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
-    SessionRecord, SigningKeyRecord, Store, StoreChange, StoreError, StoreResult,
+    SessionRecord, SigningKeyRecord, SnapshotRow, Store, StoreChange, StoreError, StoreResult, Upload,
 };
 
 /// Connections in each replica's pool (PostgreSQL allows 100 by default, for every replica together).
@@ -40,11 +42,8 @@ const SNAPSHOTS_CHANNEL: &str = "keyhole_snapshots";
 const APPLICATION_NAME: &str = "keyhole";
 /// How each replica's listening connection names itself to PostgreSQL.
 pub(super) const LISTENER_APPLICATION_NAME: &str = "keyhole-listener";
-/// The transaction-level advisory lock snapshot ingest holds (any number, the
-/// same in every replica; it reads "keyhole" and a 1).
-const SNAPSHOT_INGEST_LOCK: i64 = 0x6b65_7968_6f6c_6501;
 
-const MIGRATIONS: &[EmbeddedMigration] = &[
+pub(super) const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (
         2,
@@ -56,12 +55,15 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         "retention",
         include_str!("../../migrations/postgres/0003_retention.sql"),
     ),
+    (
+        4,
+        "snapshot positions",
+        include_str!("../../migrations/postgres/0004_snapshot_positions.sql"),
+    ),
 ];
 
 /// Reads the breakpoint version.
 const READ_VERSION: &str = "SELECT value FROM meta WHERE key = 'breakpoint_version'";
-/// Reads the position of the newest snapshot (NULL when there is none).
-const READ_LAST_SNAPSHOT_SEQ: &str = "SELECT MAX(seq) FROM snapshots";
 
 /// Bumps the breakpoint version and announces it on the channel bound as `$1`
 /// (PostgreSQL delivers the notification when the transaction commits, and
@@ -74,6 +76,8 @@ pub struct PostgresStore {
     pool: PgPool,
     options: PgConnectOptions,
     location: String,
+    /// Positions each transaction has for its snapshots (see [`snapshots`]).
+    pub(super) positions_per_transaction: usize,
 }
 
 /// Where `options` point, as `postgres://user@host:port/database`: never the password.
@@ -151,10 +155,14 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError(format!("migrating the database at {location} failed: {e}")))?;
+        let positions: i64 = sqlx::query_scalar(snapshots::READ_POSITIONS_PER_TRANSACTION)
+            .fetch_one(&pool)
+            .await?;
         Ok(Self {
             pool,
             options,
             location,
+            positions_per_transaction: usize::try_from(positions).unwrap_or(0),
         })
     }
 
@@ -306,15 +314,6 @@ impl Store for PostgresStore {
             .as_ref()
             .map(instance_from_row)
             .transpose()
-    }
-
-    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET last_seen = GREATEST(last_seen, $1) WHERE agent_id = $2")
-            .bind(at)
-            .bind(agent_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
@@ -476,25 +475,6 @@ impl Store for PostgresStore {
         rows.iter().map(|row| decode(row, "body")).collect()
     }
 
-    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for drop in drops {
-            sqlx::query(
-                "INSERT INTO drop_counts (agent_id, breakpoint_id, reason, count) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (agent_id, breakpoint_id, reason) \
-                 DO UPDATE SET count = drop_counts.count + EXCLUDED.count",
-            )
-            .bind(agent_id)
-            .bind(&drop.breakpoint_id)
-            .bind(drop.reason)
-            .bind(i64::try_from(drop.count).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>> {
         // SUM of BIGINT is NUMERIC in PostgreSQL; the cast keeps it an i64.
         let rows = sqlx::query(
@@ -516,49 +496,21 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
-        if snapshots.is_empty() {
-            return Ok(IngestOutcome::default());
-        }
-        let column = |field: fn(&Snapshot) -> &str| snapshots.iter().map(field).collect::<Vec<_>>();
+    async fn store_upload(&self, upload: Upload) -> StoreResult<Option<IngestOutcome>> {
         let mut tx = self.pool.begin().await?;
-        // Positions come from a sequence, handed out before commit. Were two
-        // batches to commit out of order, a watcher that already read past the
-        // later one's positions would never see the earlier one: so ingest
-        // takes turns, and positions become visible in order.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(SNAPSHOT_INGEST_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let stored: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO snapshots (id, breakpoint_id, session_id, service, trace_id, received_at, body) \
-             SELECT id, breakpoint_id, session_id, service, trace_id, received_at, body \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[]) \
-             WITH ORDINALITY AS batch (id, breakpoint_id, session_id, service, trace_id, received_at, body, n) \
-             ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING seq",
-        )
-        .bind(column(|s| &s.id))
-        .bind(column(|s| &s.breakpoint_id))
-        .bind(column(|s| &s.session_id))
-        .bind(column(|s| &s.service))
-        .bind(column(|s| &s.trace_id))
-        .bind(snapshots.iter().map(|s| s.received_at_unix_ms).collect::<Vec<_>>())
-        .bind(snapshots.iter().map(Message::encode_to_vec).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        if let Some(newest) = stored.iter().max() {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(SNAPSHOTS_CHANNEL)
-                .bind(newest.to_string())
-                .execute(&mut *tx)
-                .await?;
+        let outcome = snapshots::store_upload(&mut tx, &upload, self.positions_per_transaction).await?;
+        if outcome.is_some() {
+            tx.commit().await?;
         }
+        Ok(outcome)
+    }
+
+    async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
+        let rows: Vec<SnapshotRow> = snapshots.iter().map(SnapshotRow::of).collect();
+        let mut tx = self.pool.begin().await?;
+        let outcome = snapshots::insert_rows(&mut tx, &rows, self.positions_per_transaction).await?;
         tx.commit().await?;
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(IngestOutcome {
-            stored: count(stored.len()),
-            duplicates: count(snapshots.len() - stored.len()),
-        })
+        Ok(outcome)
     }
 
     async fn get_snapshot(&self, id: &str) -> StoreResult<Option<Snapshot>> {
@@ -574,22 +526,21 @@ impl Store for PostgresStore {
     async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>> {
         let mut query = list_snapshots_query::<Postgres>(filter, limit);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|row| decode(row, "body")).collect()
+        let listed = readable_snapshots(&rows)?;
+        Ok(listed.into_iter().map(|(_, snapshot)| snapshot).collect())
     }
 
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>> {
-        let rows = sqlx::query("SELECT seq, body FROM snapshots WHERE seq > $1 ORDER BY seq LIMIT $2")
+        let rows = sqlx::query(snapshots::READ_AFTER)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("seq")?, decode(row, "body")?)))
-            .collect()
+        readable_snapshots(&rows)
     }
 
     async fn last_snapshot_seq(&self) -> StoreResult<i64> {
-        let seq: Option<i64> = sqlx::query_scalar(READ_LAST_SNAPSHOT_SEQ)
+        let seq: Option<i64> = sqlx::query_scalar(snapshots::READ_NEWEST_POSITION)
             .fetch_one(&self.pool)
             .await?;
         Ok(seq.unwrap_or(0))

@@ -4,14 +4,14 @@
 
 use std::borrow::Cow;
 
-use keyhole_proto::v1::{Breakpoint, Instance, SnapshotFilter};
+use keyhole_proto::v1::{Breakpoint, DropCount, Instance, Snapshot, SnapshotFilter};
 use prost::Message;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, InstanceRecord, ServiceProbeRecord, SessionRecord,
-    SigningKeyRecord, StoreError, StoreResult,
+    SigningKeyRecord, StoreError, StoreResult, Upload,
 };
 
 /// A migration compiled into the binary: version, name, SQL.
@@ -38,7 +38,7 @@ pub(super) fn migrator(migrations: &'static [EmbeddedMigration]) -> Migrator {
     }
 }
 
-/// The query of [`super::Store::list_snapshots`]: bodies of the snapshots
+/// The query of [`super::Store::list_snapshots`]: positions and bodies of the snapshots
 /// matching every non-empty field of `filter`, newest first, at most `limit`.
 pub(super) fn list_snapshots_query<'a, DB>(filter: &'a SnapshotFilter, limit: u32) -> QueryBuilder<'a, DB>
 where
@@ -47,7 +47,7 @@ where
     &'a str: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::new("SELECT body FROM snapshots WHERE 1 = 1");
+    let mut query = QueryBuilder::new("SELECT seq, body FROM snapshots WHERE 1 = 1");
     for (column, value) in [
         ("session_id", &filter.session_id),
         ("breakpoint_id", &filter.breakpoint_id),
@@ -63,6 +63,51 @@ where
     query
         .push(" ORDER BY seq DESC LIMIT ")
         .push_bind(i64::from(limit));
+    query
+}
+
+/// The statement that marks `upload`'s instance seen at the upload's time
+/// (never earlier than it was), if it is registered with the upload's service.
+pub(super) fn touch_instance_query<'a, DB>(upload: &'a Upload) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("UPDATE instances SET last_seen = CASE WHEN last_seen < ");
+    query
+        .push_bind(upload.at)
+        .push(" THEN ")
+        .push_bind(upload.at)
+        .push(" ELSE last_seen END WHERE agent_id = ")
+        .push_bind(upload.agent_id.as_str())
+        .push(" AND service = ")
+        .push_bind(upload.service.as_str());
+    query
+}
+
+/// The statement that adds `drop` to `agent_id`'s count of its breakpoint and reason.
+pub(super) fn add_drop_count_query<'a, DB>(agent_id: &'a str, drop: &'a DropCount) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i32: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("INSERT INTO drop_counts (agent_id, breakpoint_id, reason, count) ");
+    query.push_values([drop], |mut values, drop| {
+        values
+            .push_bind(agent_id)
+            .push_bind(drop.breakpoint_id.as_str())
+            .push_bind(drop.reason)
+            .push_bind(i64::try_from(drop.count).unwrap_or(i64::MAX));
+    });
+    query.push(
+        " ON CONFLICT (agent_id, breakpoint_id, reason) \
+         DO UPDATE SET count = drop_counts.count + excluded.count",
+    );
     query
 }
 
@@ -200,6 +245,26 @@ where
 /// The protocol message stored whole in `column`.
 pub(super) fn decode<M: Message + Default>(row: &impl Columns, column: &str) -> StoreResult<M> {
     Ok(M::decode(row.bytes(column)?.as_slice())?)
+}
+
+/// The snapshots stored in `rows` (a `seq` and a `body` each), with their
+/// positions, in the order read. Snapshots are stored as agents sent them
+/// (see `crate::ingest`): one that does not decode is logged and passed
+/// over, and hides no other from lists and watchers.
+pub(super) fn readable_snapshots<R: Columns>(rows: &[R]) -> StoreResult<Vec<(i64, Snapshot)>> {
+    let mut snapshots = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq = row.int("seq")?;
+        match Snapshot::decode(row.bytes("body")?.as_slice()) {
+            Ok(snapshot) => snapshots.push((seq, snapshot)),
+            Err(error) => tracing::warn!(
+                position = seq,
+                %error,
+                "a stored snapshot does not decode; it is left out of lists and watches"
+            ),
+        }
+    }
+    Ok(snapshots)
 }
 
 pub(super) fn signing_key_from_row(row: &impl Columns) -> StoreResult<SigningKeyRecord> {

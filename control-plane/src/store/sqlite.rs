@@ -1,6 +1,17 @@
 //! The embedded SQLite backend: one file under the data directory, WAL
 //! journal and `synchronous = FULL`, so a committed batch survives a crash
-//! and an ack is only sent for what is on disk.
+//! (of the process, and of the machine) and an ack is only sent for what is
+//! on disk.
+//!
+//! Every write goes through one connection and waits its turn for it in the
+//! pool's queue; reads have connections of their own, which WAL lets read
+//! while the writer writes. SQLite takes one writer at a time anyway: with
+//! several writing connections, the losers of each race for its lock sleep
+//! in the busy handler (up to 100 ms a nap), which made the tail of upload
+//! latency. Uploads queue for a writer task that writes those waiting
+//! together ([`uploads`]).
+
+mod uploads;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -12,22 +23,26 @@ use prost::Message;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool};
 
+use uploads::{insert_rows, Uploads};
+
 use super::rows::{
     audit_from_row, breakpoint_from_row, decode, delete_beyond_query, delete_received_before_query,
     insert_audit_query, instance_from_row, list_audit_query, list_snapshots_query, migrator,
-    service_probe_from_row, session_from_row, signing_key_from_row, token_from_row, EmbeddedMigration,
+    readable_snapshots, service_probe_from_row, session_from_row, signing_key_from_row, token_from_row,
+    EmbeddedMigration,
 };
 use super::{
     ApiTokenRecord, AuditFilter, AuditRecord, IngestOutcome, InstanceRecord, Pruned, ServiceProbeRecord,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    SessionRecord, SigningKeyRecord, SnapshotRow, Store, StoreError, StoreResult, Upload,
 };
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "keyhole.db";
-/// Connections in the pool (SQLite serialises writers anyway).
-const MAX_CONNECTIONS: u32 = 8;
-/// How long a writer waits for the lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections that read.
+const READERS: u32 = 8;
+/// How long a write waits for the writing connection, or a writer of another
+/// process for the lock, before failing.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const MIGRATIONS: &[EmbeddedMigration] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -40,7 +55,10 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
 ];
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// One connection: every write.
+    writer: SqlitePool,
+    readers: SqlitePool,
+    uploads: Uploads,
 }
 
 impl SqliteStore {
@@ -52,16 +70,25 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .busy_timeout(WRITE_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(WRITE_TIMEOUT)
+            .connect_with(options.clone())
             .await?;
         migrator(MIGRATIONS)
-            .run(&pool)
+            .run(&writer)
             .await
             .map_err(|e| StoreError(format!("migrating the database failed: {e}")))?;
-        Ok(Self { pool })
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            uploads: Uploads::start(writer.clone()),
+            writer,
+            readers,
+        })
     }
 }
 
@@ -74,7 +101,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT key_id, secret, created_at, retired_at FROM signing_keys ORDER BY created_at",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         rows.iter().map(signing_key_from_row).collect()
     }
@@ -85,7 +112,7 @@ impl Store for SqliteStore {
             .bind(key.secret.as_slice())
             .bind(key.created_at)
             .bind(key.retired_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -94,19 +121,19 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE key_id <> ? AND retired_at IS NULL")
             .bind(at)
             .bind(keep)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     async fn bump_breakpoint_version(&self) -> StoreResult<u64> {
-        let version: i64 = sqlx::query_scalar(BUMP_VERSION).fetch_one(&self.pool).await?;
+        let version: i64 = sqlx::query_scalar(BUMP_VERSION).fetch_one(&self.writer).await?;
         Ok(version.max(0) as u64)
     }
 
     async fn token_count(&self) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.readers)
             .await?;
         Ok(count.max(0) as u64)
     }
@@ -123,7 +150,7 @@ impl Store for SqliteStore {
         .bind(&token.creator)
         .bind(token.created_at)
         .bind(token.revoked_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -131,7 +158,7 @@ impl Store for SqliteStore {
     async fn get_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
         sqlx::query("SELECT * FROM api_tokens WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?
             .as_ref()
             .map(token_from_row)
@@ -140,7 +167,7 @@ impl Store for SqliteStore {
 
     async fn list_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>> {
         let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await?;
         rows.iter().map(token_from_row).collect()
     }
@@ -149,13 +176,13 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(at)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         self.get_token(id).await
     }
 
     async fn register_instance(&self, record: &InstanceRecord, probes: &[ProbeSite]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let instance = &record.instance;
         sqlx::query(
             "INSERT INTO instances (agent_id, service, last_seen, body) VALUES (?, ?, ?, ?) \
@@ -187,25 +214,16 @@ impl Store for SqliteStore {
     async fn get_instance(&self, agent_id: &str) -> StoreResult<Option<InstanceRecord>> {
         sqlx::query("SELECT * FROM instances WHERE agent_id = ?")
             .bind(agent_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?
             .as_ref()
             .map(instance_from_row)
             .transpose()
     }
 
-    async fn touch_instance(&self, agent_id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET last_seen = MAX(last_seen, ?) WHERE agent_id = ?")
-            .bind(at)
-            .bind(agent_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
         let rows = sqlx::query("SELECT * FROM instances ORDER BY service, agent_id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await?;
         rows.iter().map(instance_from_row).collect()
     }
@@ -216,7 +234,7 @@ impl Store for SqliteStore {
              WHERE ?1 IS NULL OR i.service = ?1 ORDER BY i.service, p.label, p.agent_id",
         )
         .bind(service)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         rows.iter().map(service_probe_from_row).collect()
     }
@@ -233,7 +251,7 @@ impl Store for SqliteStore {
         .bind(session.created_at)
         .bind(session.expires_at)
         .bind(session.closed_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -241,7 +259,7 @@ impl Store for SqliteStore {
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
         sqlx::query("SELECT * FROM sessions WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?
             .as_ref()
             .map(session_from_row)
@@ -250,13 +268,13 @@ impl Store for SqliteStore {
 
     async fn list_sessions(&self) -> StoreResult<Vec<SessionRecord>> {
         let rows = sqlx::query("SELECT * FROM sessions ORDER BY created_at DESC, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await?;
         rows.iter().map(session_from_row).collect()
     }
 
     async fn close_session(&self, id: &str, at: i64) -> StoreResult<Option<SessionRecord>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let closed = sqlx::query("UPDATE sessions SET closed_at = ? WHERE id = ? AND closed_at IS NULL")
             .bind(at)
             .bind(id)
@@ -271,13 +289,13 @@ impl Store for SqliteStore {
 
     async fn breakpoint_version(&self) -> StoreResult<u64> {
         let version: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'breakpoint_version'")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.readers)
             .await?;
         Ok(version.max(0) as u64)
     }
 
     async fn insert_breakpoint(&self, breakpoint: &Breakpoint) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO breakpoints (id, service, session_id, created_at, expires_at, deleted_at, body) \
              VALUES (?, ?, ?, ?, ?, NULL, ?)",
@@ -298,7 +316,7 @@ impl Store for SqliteStore {
     async fn get_breakpoint(&self, id: &str) -> StoreResult<Option<Breakpoint>> {
         sqlx::query("SELECT body, deleted_at FROM breakpoints WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?
             .as_ref()
             .map(breakpoint_from_row)
@@ -307,13 +325,13 @@ impl Store for SqliteStore {
 
     async fn list_breakpoints(&self) -> StoreResult<Vec<Breakpoint>> {
         let rows = sqlx::query("SELECT body, deleted_at FROM breakpoints ORDER BY created_at DESC, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await?;
         rows.iter().map(breakpoint_from_row).collect()
     }
 
     async fn delete_breakpoint(&self, id: &str, at: i64) -> StoreResult<Option<Breakpoint>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let deleted =
             sqlx::query("UPDATE breakpoints SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL")
                 .bind(at)
@@ -337,7 +355,7 @@ impl Store for SqliteStore {
         )
         .bind(service)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         rows.iter().map(breakpoint_from_row).collect()
     }
@@ -349,7 +367,7 @@ impl Store for SqliteStore {
         .bind(&status.breakpoint_id)
         .bind(&status.agent_id)
         .bind(status.encode_to_vec())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -358,27 +376,9 @@ impl Store for SqliteStore {
         let rows =
             sqlx::query("SELECT body FROM breakpoint_status WHERE breakpoint_id = ? ORDER BY agent_id")
                 .bind(breakpoint_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.readers)
                 .await?;
         rows.iter().map(|row| decode(row, "body")).collect()
-    }
-
-    async fn add_drop_counts(&self, agent_id: &str, drops: &[DropCount]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for drop in drops {
-            sqlx::query(
-                "INSERT INTO drop_counts (agent_id, breakpoint_id, reason, count) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (agent_id, breakpoint_id, reason) DO UPDATE SET count = count + excluded.count",
-            )
-            .bind(agent_id)
-            .bind(&drop.breakpoint_id)
-            .bind(drop.reason)
-            .bind(i64::try_from(drop.count).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn drop_counts(&self, breakpoint_id: &str) -> StoreResult<Vec<DropCount>> {
@@ -387,7 +387,7 @@ impl Store for SqliteStore {
              GROUP BY reason ORDER BY reason",
         )
         .bind(breakpoint_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         rows.iter()
             .map(|row| {
@@ -401,29 +401,14 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn store_upload(&self, upload: Upload) -> StoreResult<Option<IngestOutcome>> {
+        self.uploads.store(upload).await
+    }
+
     async fn insert_snapshots(&self, snapshots: &[Snapshot]) -> StoreResult<IngestOutcome> {
-        let mut outcome = IngestOutcome::default();
-        let mut tx = self.pool.begin().await?;
-        for snapshot in snapshots {
-            let inserted = sqlx::query(
-                "INSERT INTO snapshots (id, breakpoint_id, session_id, service, trace_id, received_at, body) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&snapshot.id)
-            .bind(&snapshot.breakpoint_id)
-            .bind(&snapshot.session_id)
-            .bind(&snapshot.service)
-            .bind(&snapshot.trace_id)
-            .bind(snapshot.received_at_unix_ms)
-            .bind(snapshot.encode_to_vec())
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() > 0 {
-                outcome.stored += 1;
-            } else {
-                outcome.duplicates += 1;
-            }
-        }
+        let rows: Vec<SnapshotRow> = snapshots.iter().map(SnapshotRow::of).collect();
+        let mut tx = self.writer.begin().await?;
+        let outcome = insert_rows(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -431,7 +416,7 @@ impl Store for SqliteStore {
     async fn get_snapshot(&self, id: &str) -> StoreResult<Option<Snapshot>> {
         sqlx::query("SELECT body FROM snapshots WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?
             .as_ref()
             .map(|row| decode(row, "body"))
@@ -440,24 +425,23 @@ impl Store for SqliteStore {
 
     async fn list_snapshots(&self, filter: &SnapshotFilter, limit: u32) -> StoreResult<Vec<Snapshot>> {
         let mut query = list_snapshots_query::<Sqlite>(filter, limit);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|row| decode(row, "body")).collect()
+        let rows = query.build().fetch_all(&self.readers).await?;
+        let listed = readable_snapshots(&rows)?;
+        Ok(listed.into_iter().map(|(_, snapshot)| snapshot).collect())
     }
 
     async fn snapshots_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, Snapshot)>> {
         let rows = sqlx::query("SELECT seq, body FROM snapshots WHERE seq > ? ORDER BY seq LIMIT ?")
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("seq")?, decode(row, "body")?)))
-            .collect()
+        readable_snapshots(&rows)
     }
 
     async fn last_snapshot_seq(&self) -> StoreResult<i64> {
         let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM snapshots")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.readers)
             .await?;
         Ok(seq.unwrap_or(0))
     }
@@ -465,25 +449,25 @@ impl Store for SqliteStore {
     // One process owns the file: nobody else deletes at the same time.
     async fn delete_snapshots_received_before(&self, cutoff: i64, limit: u32) -> StoreResult<Pruned> {
         let mut query = delete_received_before_query::<Sqlite>(cutoff, limit);
-        let deleted = query.build().execute(&self.pool).await?;
+        let deleted = query.build().execute(&self.writer).await?;
         Ok(Pruned::Deleted(deleted.rows_affected()))
     }
 
     async fn delete_snapshots_beyond(&self, keep: u32, limit: u32) -> StoreResult<Pruned> {
         let mut query = delete_beyond_query::<Sqlite>(keep, limit);
-        let deleted = query.build().execute(&self.pool).await?;
+        let deleted = query.build().execute(&self.writer).await?;
         Ok(Pruned::Deleted(deleted.rows_affected()))
     }
 
     async fn insert_audit(&self, entry: &AuditRecord) -> StoreResult<()> {
         let mut query = insert_audit_query::<Sqlite>(entry);
-        query.build().execute(&self.pool).await?;
+        query.build().execute(&self.writer).await?;
         Ok(())
     }
 
     async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditRecord>> {
         let mut query = list_audit_query::<Sqlite>(filter, limit);
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(&self.readers).await?;
         rows.iter().map(audit_from_row).collect()
     }
 }

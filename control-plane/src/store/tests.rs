@@ -6,6 +6,7 @@
 mod audit_and_retention;
 mod every_backend;
 mod shared_database;
+mod snapshots;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use keyhole_proto::v1::{
     Breakpoint, DropCount, Instance, InstanceStatus, ProbeSite, Snapshot, SnapshotFilter,
 };
+use prost::Message as _;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Executor as _};
 use tempfile::TempDir;
@@ -187,6 +189,17 @@ fn token(id: &str, role: Role, created_at: i64) -> ApiTokenRecord {
         creator: "admin".into(),
         created_at,
         revoked_at: None,
+    }
+}
+
+/// An upload of `agent_id`, registered with `service`, holding only `drops`.
+fn empty_upload(agent_id: &str, service: &str, at: i64, drops: &[DropCount]) -> Upload {
+    Upload {
+        agent_id: agent_id.into(),
+        service: service.into(),
+        at,
+        snapshots: Vec::new(),
+        drops: drops.to_vec(),
     }
 }
 

@@ -182,7 +182,9 @@ fn api_error(status: StatusCode, message: &str) -> Response {
 
 /// `GET /api/snapshots?after=N&…filters`: snapshots stored after position
 /// `N` that match the filters, oldest first, and the position to ask from
-/// next time (`next`); `more` says another page is already waiting.
+/// next time (`next`, a string of digits: positions on PostgreSQL outgrow the
+/// integers a JavaScript number holds exactly); `more` says another page is
+/// already waiting.
 pub async fn live(State(ui): State<Ui>, _viewer: ApiViewer, Query(query): Query<SnapshotQuery>) -> Response {
     let Some(after) = query.after else {
         return api_error(
@@ -204,7 +206,7 @@ pub async fn live(State(ui): State<Ui>, _viewer: ApiViewer, Query(query): Query<
         .map(|(_, snapshot)| live_item(snapshot))
         .collect();
     Json(json!({
-        "next": next,
+        "next": next.to_string(),
         "more": page.len() >= LIVE_PAGE as usize,
         "snapshots": snapshots,
     }))

@@ -8,7 +8,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
-use super::{BREAKPOINTS_CHANNEL, CONNECT_TIMEOUT, READ_LAST_SNAPSHOT_SEQ, READ_VERSION, SNAPSHOTS_CHANNEL};
+use super::snapshots::READ_NEWEST_POSITION;
+use super::{BREAKPOINTS_CHANNEL, CONNECT_TIMEOUT, READ_VERSION, SNAPSHOTS_CHANNEL};
 use crate::store::{StoreChange, StoreError, StoreResult};
 
 /// Changes buffered for the replica before the listener waits for it to catch up.
@@ -75,7 +76,7 @@ async fn listen(
     // Whatever was committed while nobody listened: read once listening, so
     // nothing falls between the read and the first notification.
     let version: i64 = sqlx::query_scalar(READ_VERSION).fetch_one(&mut listener).await?;
-    let seq: Option<i64> = sqlx::query_scalar(READ_LAST_SNAPSHOT_SEQ)
+    let seq: Option<i64> = sqlx::query_scalar(READ_NEWEST_POSITION)
         .fetch_one(&mut listener)
         .await?;
     let current = [

@@ -7,8 +7,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use crate::store::{Pruned, StoreResult};
 
 /// The transaction-level advisory lock a retention batch holds (any number,
-/// the same in every replica, other than the ingest lock; it reads "keyhole"
-/// and a 2).
+/// the same in every replica; it reads "keyhole" and a 2).
 const RETENTION_LOCK: i64 = 0x6b65_7968_6f6c_6502;
 
 /// Runs one batch of `delete` (a `DELETE` statement) while holding the

@@ -104,8 +104,13 @@ async fn registering_again_replaces_the_instance_and_its_whole_probe_catalogue()
             .collect();
         assert_eq!(services, ["cart", "shop", "shop"], "{name}");
 
-        store.touch_instance("shop/1", 500).await.unwrap();
-        store.touch_instance("shop/1", 300).await.unwrap();
+        for at in [500, 300] {
+            store
+                .store_upload(empty_upload("shop/1", "shop", at, &[]))
+                .await
+                .unwrap()
+                .expect("registered");
+        }
         let touched = store.get_instance("shop/1").await.unwrap().expect("registered");
         assert_eq!(
             touched.instance.last_seen_unix_ms, 500,
@@ -262,17 +267,28 @@ async fn statuses_are_kept_per_instance_and_drop_counts_add_up_per_reason() {
         let expected = [("shop/1", "installed"), ("shop/2", "installed")].map(|(a, m)| (a.into(), m.into()));
         assert_eq!(statuses, expected, "{name}");
 
+        for instance_id in ["1", "2"] {
+            store
+                .register_instance(&instance("shop", instance_id, 1), &[])
+                .await
+                .unwrap();
+        }
         let drop = |reason: i32, count: u64| DropCount {
             breakpoint_id: "bp1".into(),
             reason,
             count,
         };
-        store
-            .add_drop_counts("shop/1", &[drop(1, 2), drop(2, 5)])
-            .await
-            .unwrap();
-        store.add_drop_counts("shop/1", &[drop(1, 3)]).await.unwrap();
-        store.add_drop_counts("shop/2", &[drop(1, 10)]).await.unwrap();
+        for (agent_id, drops) in [
+            ("shop/1", vec![drop(1, 2), drop(2, 5)]),
+            ("shop/1", vec![drop(1, 3)]),
+            ("shop/2", vec![drop(1, 10)]),
+        ] {
+            store
+                .store_upload(empty_upload(agent_id, "shop", 2, &drops))
+                .await
+                .unwrap()
+                .expect("registered");
+        }
         let counts: Vec<_> = store
             .drop_counts("bp1")
             .await
@@ -282,111 +298,6 @@ async fn statuses_are_kept_per_instance_and_drop_counts_add_up_per_reason() {
             .collect();
         assert_eq!(counts, [(1, 15), (2, 5)], "{name}");
         assert!(store.drop_counts("bp2").await.unwrap().is_empty(), "{name}");
-    }
-}
-
-#[tokio::test]
-async fn a_snapshot_batch_is_stored_once_by_id_however_often_it_is_sent() {
-    for Backend { name, store, .. } in backends().await {
-        let a = snapshot("a", "bp1", "s1", "t1");
-        let b = snapshot("b", "bp2", "s1", "t2");
-        let c = snapshot("c", "bp1", "s2", "t1");
-        let first = store
-            .insert_snapshots(&[a.clone(), b.clone(), a.clone()])
-            .await
-            .unwrap();
-        assert_eq!((first.stored, first.duplicates), (2, 1), "{name}");
-        let again = store
-            .insert_snapshots(&[a.clone(), b.clone(), c.clone()])
-            .await
-            .unwrap();
-        assert_eq!((again.stored, again.duplicates), (1, 2), "{name}");
-        assert_eq!(
-            store.insert_snapshots(&[]).await.unwrap(),
-            IngestOutcome::default(),
-            "{name}"
-        );
-        assert_eq!(store.get_snapshot("b").await.unwrap(), Some(b), "{name}");
-
-        let after = store.snapshots_after(0, 10).await.unwrap();
-        assert_eq!(
-            ids_of(after.iter().map(|(_, s)| s)),
-            ["a", "b", "c"],
-            "{name}: oldest first"
-        );
-        assert_eq!(store.last_snapshot_seq().await.unwrap(), after[2].0, "{name}");
-        let next = store.snapshots_after(after[0].0, 1).await.unwrap();
-        assert_eq!(ids_of(next.iter().map(|(_, s)| s)), ["b"], "{name}");
-
-        let all = SnapshotFilter::default();
-        assert_eq!(
-            ids_of(&store.list_snapshots(&all, 10).await.unwrap()),
-            ["c", "b", "a"],
-            "{name}"
-        );
-        assert_eq!(
-            ids_of(&store.list_snapshots(&all, 1).await.unwrap()),
-            ["c"],
-            "{name}"
-        );
-        let of_bp1_in_s1 = SnapshotFilter {
-            breakpoint_id: "bp1".into(),
-            session_id: "s1".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            ids_of(&store.list_snapshots(&of_bp1_in_s1, 10).await.unwrap()),
-            ["a"],
-            "{name}"
-        );
-        let of_t1 = SnapshotFilter {
-            trace_id: "t1".into(),
-            service: "shop".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            ids_of(&store.list_snapshots(&of_t1, 10).await.unwrap()),
-            ["c", "a"],
-            "{name}"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_racing_from_several_stores_store_each_snapshot_once() {
-    const WRITERS: usize = 4;
-    const BATCH: usize = 50;
-    for backend in backends().await {
-        let batch: Vec<Snapshot> = (0..BATCH)
-            .map(|n| snapshot(&format!("snap-{n}"), "bp1", "s1", "t1"))
-            .collect();
-        let mut writers = Vec::new();
-        for _ in 0..WRITERS {
-            let store = backend.open_again().await;
-            let batch = batch.clone();
-            writers.push(tokio::spawn(async move { store.insert_snapshots(&batch).await }));
-        }
-        let mut stored = 0;
-        for writer in writers {
-            let outcome = writer.await.unwrap().unwrap();
-            assert_eq!(
-                outcome.stored + outcome.duplicates,
-                BATCH as u32,
-                "{}",
-                backend.name
-            );
-            stored += outcome.stored;
-        }
-        assert_eq!(stored, BATCH as u32, "{}", backend.name);
-        let positions: Vec<i64> = backend
-            .store
-            .snapshots_after(0, 1_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .collect();
-        assert_eq!(positions.len(), BATCH, "{}", backend.name);
     }
 }
 
