@@ -5,9 +5,10 @@
 //! Static data is never freed or changed, so a name's address and length identify its text for the life
 //! of the process. Each slot is one atomic word holding `address << 16 | len << 8 | answer`, read and
 //! written whole: a reader either finds its own name there, with the answer given for it, or looks the
-//! answer up again. Two names that fall into one slot take turns in it. Names longer than 255 bytes, or at
-//! addresses beyond 48 bits (beyond any user-space address on the platforms Keyhole runs on), are never
-//! remembered.
+//! answer up again. A name may sit in any of the [`WAYS`] slots of its bucket, so that a few names hashed
+//! alike do not push each other out (which addresses collide changes with every run of the program); in
+//! a full bucket a new name takes the place of one of them. Names longer than 255 bytes, or at addresses
+//! beyond 48 bits (beyond any user-space address on the platforms Keyhole runs on), are never remembered.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,11 +31,16 @@ pub struct StaticStrMemo<const SLOTS: usize> {
 const ADDRESS_BITS: u32 = 48;
 /// Longest name remembered: its length takes one byte of the word.
 const MAX_LEN: usize = 0xff;
+/// Slots a name may sit in: consecutive, so a lookup reads one cache line.
+pub const WAYS: usize = 4;
 
 impl<const SLOTS: usize> StaticStrMemo<SLOTS> {
     /// A memo that remembers nothing yet.
     pub const fn new() -> Self {
-        assert!(SLOTS.is_power_of_two(), "slots are chosen by a mask");
+        assert!(
+            SLOTS.is_power_of_two() && SLOTS >= WAYS,
+            "buckets are chosen by a mask"
+        );
         Self {
             slots: [const { AtomicU64::new(0) }; SLOTS],
         }
@@ -43,23 +49,37 @@ impl<const SLOTS: usize> StaticStrMemo<SLOTS> {
     /// The answer remembered for `name`, if it is.
     #[inline]
     pub fn get(&self, name: &'static str) -> Option<u8> {
-        let (slot, word) = self.locate(name)?;
+        let (bucket, word, _) = self.locate(name)?;
         // Relaxed: a slot's word is self-contained, it orders nothing else.
-        let held = slot.load(Ordering::Relaxed);
-        (held & !0xff == word).then_some(held as u8)
+        bucket
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .find(|held| held & !0xff == word)
+            .map(|held| held as u8)
     }
 
-    /// Remembers `answer` for `name` (unless `name` cannot be remembered).
+    /// Remembers `answer` for `name` (unless `name` cannot be remembered): in its own slot if it has
+    /// one, else in an empty slot of its bucket, else in place of the name in the slot its hash picks.
     pub fn remember(&self, name: &'static str, answer: u8) {
-        if let Some((slot, word)) = self.locate(name) {
+        let Some((bucket, word, victim)) = self.locate(name) else {
+            return;
+        };
+        let held = |slot: &&AtomicU64| slot.load(Ordering::Relaxed);
+        let slot = bucket
+            .iter()
+            .find(|slot| held(slot) & !0xff == word)
+            .or_else(|| bucket.iter().find(|slot| held(slot) == 0))
+            .or_else(|| bucket.get(victim));
+        if let Some(slot) = slot {
             slot.store(word | u64::from(answer), Ordering::Relaxed);
         }
     }
 
-    /// `name`'s slot and the word that stands for it there, its answer left 0. A name's address is never
-    /// 0, so neither is the word: an empty slot (0) stands for no name.
+    /// `name`'s bucket, the word that stands for it there (its answer left 0), and the way it takes in a
+    /// full bucket. A name's address is never 0, so neither is the word: an empty slot (0) stands for
+    /// no name.
     #[inline]
-    fn locate(&self, name: &'static str) -> Option<(&AtomicU64, u64)> {
+    fn locate(&self, name: &'static str) -> Option<(&[AtomicU64], u64, usize)> {
         let (address, len) = (name.as_ptr() as u64, name.len());
         if address >> ADDRESS_BITS != 0 || len > MAX_LEN {
             return None;
@@ -70,7 +90,9 @@ impl<const SLOTS: usize> StaticStrMemo<SLOTS> {
             .wrapping_add(len as u64)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let slot = (hash >> (u64::BITS - SLOTS.trailing_zeros())) as usize;
-        Some((&self.slots[slot], address << 16 | (len as u64) << 8))
+        let first = slot & !(WAYS - 1);
+        let bucket = self.slots.get(first..first + WAYS)?;
+        Some((bucket, address << 16 | (len as u64) << 8, slot & (WAYS - 1)))
     }
 }
 
@@ -111,6 +133,20 @@ mod tests {
                 }
                 memo.remember(name, name.len() as u8);
             }
+        }
+        let bucket_mates: Vec<&'static str> = (0..WAYS)
+            .map(|i| &*Box::leak(format!("mate{i}").into_boxed_str()))
+            .collect();
+        let one_bucket = StaticStrMemo::<WAYS>::new();
+        for (answer, name) in bucket_mates.iter().enumerate() {
+            one_bucket.remember(name, answer as u8);
+        }
+        for (answer, name) in bucket_mates.iter().enumerate() {
+            assert_eq!(
+                one_bucket.get(name),
+                Some(answer as u8),
+                "{WAYS} names share one bucket"
+            );
         }
         let long: &'static str = Box::leak("x".repeat(MAX_LEN + 1).into_boxed_str());
         memo.remember(long, 1);

@@ -106,6 +106,9 @@ pub(crate) mod error {
 /// length and copying the whole capture once more at the end.
 const SHIFT_LIMIT: usize = 1024;
 
+/// The longest content [`Wire::put`] copies without calling `memcpy`.
+const SHORT_COPY: usize = 16;
+
 /// The buffer a capture writes into, against the snapshot's byte cap.
 #[derive(Debug)]
 pub(crate) struct Wire {
@@ -294,7 +297,7 @@ impl Wire {
     #[inline]
     pub(crate) fn delimited(&mut self, key: u8, content: &[u8]) {
         self.header(key, content.len());
-        self.bytes.extend_from_slice(content);
+        self.put(content);
     }
 
     /// A proto3 `string` or `bytes` field: nothing at all when empty.
@@ -320,7 +323,29 @@ impl Wire {
     /// Raw content of the field being written (text produced piece by piece).
     #[inline]
     pub(crate) fn raw(&mut self, content: &[u8]) {
-        self.bytes.extend_from_slice(content);
+        self.put(content);
+    }
+
+    /// Appends `content`. Most of what a capture writes is short (field and type names, small values),
+    /// and a call to `memcpy` for each would cost more than the copy: up to [`SHORT_COPY`] bytes are
+    /// copied as two fixed-size pieces that overlap as needed, which compile to plain moves.
+    #[inline]
+    fn put(&mut self, content: &[u8]) {
+        let len = content.len();
+        if !(4..=SHORT_COPY).contains(&len) {
+            return self.bytes.extend_from_slice(content);
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; SHORT_COPY]);
+        let to = &mut self.bytes[start..start + len];
+        if len >= 8 {
+            to[..8].copy_from_slice(&content[..8]);
+            to[len - 8..].copy_from_slice(&content[len - 8..]);
+        } else {
+            to[..4].copy_from_slice(&content[..4]);
+            to[len - 4..].copy_from_slice(&content[len - 4..]);
+        }
+        self.bytes.truncate(start + len);
     }
 
     /// The text written since `mark`, as it stands in the buffer (no lengths inside it are noted).
@@ -461,6 +486,19 @@ mod tests {
                 })),
             };
             assert_eq!(written, expected.encode_to_vec(), "{items} items of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn content_of_every_short_length_is_copied_whole() {
+        let text: Vec<u8> = (0..40u8).map(|b| b'a' + b % 26).collect();
+        for len in 0..text.len() {
+            let mut wire = Wire::new(usize::MAX, vec![b'!']);
+            wire.raw(&text[..len]);
+            wire.raw(b"|");
+            let mut expected = text[..len].to_vec();
+            expected.push(b'|');
+            assert_eq!(wire.into_bytes(), expected, "{len} bytes");
         }
     }
 
