@@ -16,13 +16,15 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderName, Request};
 use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use opentelemetry::{Context, KeyValue};
 
-use crate::propagation::{Baggage, HeaderError, MalformedReports, Report, TraceParent};
+use crate::propagation::{
+    Baggage, HeaderError, MalformedReports, Report, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE,
+};
 use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
 use crate::trace::{open_span, parse_span_id, LinkedTrace, SPAN_BAGGAGE_KEY};
 
@@ -245,7 +247,7 @@ fn log_malformed(report: Option<Report>) {
     }
 }
 
-fn values<'a>(headers: &'a HeaderMap, name: &'static str) -> impl Iterator<Item = &'a [u8]> + 'a {
+fn values<'a>(headers: &'a HeaderMap, name: HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers.get_all(name).iter().map(|value| value.as_bytes())
 }
 
@@ -253,7 +255,7 @@ fn values<'a>(headers: &'a HeaderMap, name: &'static str) -> impl Iterator<Item 
 /// `trusted` or not, on top of `base`.
 pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Context {
     let now = Instant::now();
-    let parent = match TraceParent::from_headers(values(headers, "traceparent")) {
+    let parent = match TraceParent::from_headers(values(headers, TRACEPARENT)) {
         Ok(parent) => parent,
         Err(error) => {
             log_malformed(MALFORMED.note_error(error, now));
@@ -262,20 +264,18 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
     };
     // An invalid traceparent drops tracestate with it.
     let state = parent.as_ref().map(|_| {
-        crate::propagation::TraceState::from_headers(values(headers, "tracestate"))
+        crate::propagation::TraceState::from_headers(values(headers, TRACESTATE))
             .map_err(|error: HeaderError| log_malformed(MALFORMED.note_error(error, now)))
             .ok()
             .and_then(|state| state.to_header())
     });
-    let (baggage, report) = Baggage::from_headers_with_report(values(headers, "baggage"));
+    let (baggage, report) = Baggage::from_headers_with_report(values(headers, BAGGAGE));
     if report.malformed > 0 {
         log_malformed(MALFORMED.note(crate::propagation::HeaderKind::Baggage, now));
     }
-    let session = baggage.get(SESSION_BAGGAGE_KEY).and_then(|token| {
-        TrustedSession::from_token(token)
-            .ok()
-            .map(|session| (session, token))
-    });
+    let session = baggage
+        .get(SESSION_BAGGAGE_KEY)
+        .and_then(|token| TrustedSession::from_token(token).ok());
 
     let mut cx = base.clone();
     if trusted {
@@ -303,11 +303,9 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
         }
         cx = open_span(cx, None, None);
     }
-    if let Some((session, token)) = session {
-        // Kept as baggage so the session follows the request to downstream services.
-        cx = cx
-            .with_baggage([KeyValue::new(SESSION_BAGGAGE_KEY, token.to_owned())])
-            .with_value(session);
+    if let Some(session) = session {
+        // It carries its token, so the session follows the request to downstream services.
+        cx = cx.with_value(session);
     }
     cx
 }

@@ -2,13 +2,13 @@
 //! travel on with the calls it makes, so the next service can verify the
 //! session again and its snapshots join the same trace.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::Context;
 
-use crate::propagation::{Baggage, TraceParent};
-use crate::session::TrustedSession;
+use crate::propagation::{Baggage, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE};
+use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
 use crate::trace::{new_span_id, RequestSpan, TraceStateHeader, SPAN_BAGGAGE_KEY};
 
 /// Writes `traceparent`, `tracestate` and `baggage` for `cx` into `headers`,
@@ -22,7 +22,7 @@ use crate::trace::{new_span_id, RequestSpan, TraceStateHeader, SPAN_BAGGAGE_KEY}
 /// assert!(headers.is_empty(), "nothing to propagate outside a request");
 /// ```
 pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
-    for name in ["traceparent", "tracestate", "baggage"] {
+    for name in [TRACEPARENT, TRACESTATE, BAGGAGE] {
         headers.remove(name);
     }
     let span = cx.span();
@@ -35,7 +35,7 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
             context.trace_flags().to_u8(),
         );
         if let Ok(parent) = parent {
-            insert(headers, "traceparent", &parent.to_header());
+            insert(headers, TRACEPARENT, parent.to_header());
             // Our own span keeps the tracestate exactly as received; another
             // tracer's span carries its own.
             let ours = cx
@@ -46,19 +46,23 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
                 _ => context.trace_state().header(),
             };
             if !state.is_empty() {
-                insert(headers, "tracestate", &state);
+                insert(headers, TRACESTATE, state);
             }
         }
-    }
-    if context.is_valid() && cx.get::<TrustedSession>().is_some() {
-        let _ = baggage.insert(SPAN_BAGGAGE_KEY, &context.span_id().to_string());
     }
     for (key, (value, _)) in cx.baggage().iter() {
         // Entries that would break the limits are left out rather than cut.
         let _ = baggage.insert(key.as_str(), value.as_str().as_ref());
     }
+    if let Some(session) = cx.get::<TrustedSession>() {
+        // The verified session goes on, and in place of any entry of its key the application set.
+        let _ = baggage.insert(SESSION_BAGGAGE_KEY, session.token());
+        if context.is_valid() {
+            let _ = baggage.insert(SPAN_BAGGAGE_KEY, &context.span_id().to_string());
+        }
+    }
     if let Some(header) = baggage.to_header() {
-        insert(headers, "baggage", &header);
+        insert(headers, BAGGAGE, header);
     }
 }
 
@@ -67,8 +71,9 @@ pub fn inject_current(headers: &mut HeaderMap) {
     Context::map_current(|cx| inject_context(cx, headers));
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
+/// Sets `name` to `value`, which becomes the header's bytes without a copy.
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(name, value);
     }
 }

@@ -3,7 +3,11 @@
 //! A [`TrustedSession`] can only be made by verifying a session token signed
 //! by the control plane; its fields are private to this crate, so nothing that
 //! parses a header can forge one. It travels in the `opentelemetry::Context`
-//! of the request, which is where probes look for it.
+//! of the request, which is where probes look for it, and it carries the
+//! token it was verified from, which Keyhole's outbound propagation sends on.
+//! The token is not put in the context's OpenTelemetry baggage: baggage is
+//! the application's, and tracing pipelines may copy it into spans and logs,
+//! where a bearer token for the session has no place.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ pub const TOKEN_CHECKS_PER_SEC: f64 = 200.0;
 #[derive(Clone, PartialEq, Eq)]
 pub struct TrustedSession {
     session_id: Arc<str>,
+    /// The token it was verified from, to send on downstream. Never printed.
+    token: Arc<str>,
     expires_at_unix: u64,
 }
 
@@ -82,6 +88,7 @@ impl TrustedSession {
         let claims = verifier.verify(token, now_unix).map_err(SessionError::Token)?;
         Ok(Self {
             session_id: claims.session_id.into(),
+            token: token.into(),
             expires_at_unix: claims.expires_at_unix,
         })
     }
@@ -104,6 +111,11 @@ impl TrustedSession {
 
     pub fn expires_at_unix(&self) -> u64 {
         self.expires_at_unix
+    }
+
+    /// The token this session was verified from, as outbound calls carry it.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
     }
 
     /// Whether the session has expired at `now_unix_ms` (unix milliseconds).

@@ -54,6 +54,12 @@ pub use report::{MalformedReports, Report};
 pub use traceparent::{TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
 pub use tracestate::TraceState;
 
+/// The propagation headers' names, made once: looking a header up by a `&str` parses the name again on
+/// every request.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+pub const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+
 /// Which propagation header something is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeaderKind {
