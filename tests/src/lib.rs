@@ -165,8 +165,18 @@ pub fn spawn_shop(
     agent_token: &str,
     binary: impl Fn(&str) -> PathBuf,
 ) -> (Listening, Listening) {
+    spawn_shop_with(server, agent_token, |name| Command::new(binary(name)))
+}
+
+/// [`spawn_shop`], each service started by the command `program(name)` makes (the binary itself, or a
+/// tool that runs it), given the services' arguments and environment here.
+pub fn spawn_shop_with(
+    server: &Server,
+    agent_token: &str,
+    program: impl Fn(&str) -> Command,
+) -> (Listening, Listening) {
     let service = |name: &str, args: &[&str]| {
-        let mut command = Command::new(binary(name));
+        let mut command = program(name);
         command
             .args(args)
             .env("KEYHOLE_ADDR", &server.addr)

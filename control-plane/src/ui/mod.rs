@@ -5,8 +5,8 @@
 //! (no inline script or style, so the Content-Security-Policy can forbid
 //! them). They read through [`DebuggerApi`], the service the CLI calls, with
 //! the signed-in person's own token, so the UI shows what that token may see
-//! and nothing else. Every page needs a `viewer` token or better (see
-//! [`login`]).
+//! and nothing else. Every page needs a `viewer` token or better, given once
+//! on the sign-in page and kept in a cookie (module `login`).
 
 mod html;
 mod login;

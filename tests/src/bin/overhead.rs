@@ -93,18 +93,11 @@ struct RunFigures {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    load::exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let configurations = chosen(&args.configs)?;
+    let configurations = Configuration::chosen(&args.configs)?;
     let seconds = duration(args.seconds, "--seconds")?;
     let e_seconds = duration(args.e_seconds.unwrap_or(args.seconds), "--e-seconds")?;
     let warmup = duration(args.warmup, "--warmup")?;
@@ -414,16 +407,6 @@ fn duration(seconds: f64, flag: &str) -> Result<Duration, String> {
 }
 
 /// The configurations named by their letters, always with a (ratios are to it), in order.
-fn chosen(letters: &str) -> Result<Vec<Configuration>, String> {
-    if let Some(unknown) = letters.chars().find(|l| !"abcde".contains(*l)) {
-        return Err(format!("--configs takes letters a to e, not {unknown:?}"));
-    }
-    Ok(Configuration::ALL
-        .into_iter()
-        .filter(|c| *c == Configuration::CompiledOut || letters.contains(c.letter()))
-        .collect())
-}
-
 /// A flag that SIGINT or SIGTERM sets, so that a run ends early and every
 /// process and directory is still cleaned up by its guard.
 fn stop_on_signal() -> Arc<AtomicBool> {

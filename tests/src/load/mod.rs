@@ -4,9 +4,11 @@
 //! whichever comes first. Loopback only: this drives services on this machine.
 //!
 //! The `load` binary runs one plan from the command line; `overhead` runs many
-//! against the shop built and configured in different ways, side by side.
+//! against the shop built and configured in different ways, side by side, and
+//! `instructions` counts what the shop executes per request in each way.
 
 pub mod build;
+pub mod callgrind;
 pub mod cpu;
 pub mod http;
 pub mod latency;
@@ -180,6 +182,17 @@ impl LoadReport {
     /// Successful requests per second.
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// A binary's exit: success, or the error printed and failure.
+pub fn exit_code(outcome: Result<(), String>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

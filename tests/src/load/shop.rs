@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use super::build::Binaries;
-use crate::{break_set_args, spawn_shop, wait_until, Listening, Server};
+use super::callgrind::{profile_name, Callgrind};
+use crate::{break_set_args, spawn_shop_with, wait_until, Listening, Server};
 
 /// Every probe of both services, as (service, probe).
 pub const PROBES: [(&str, &str); 3] = [
@@ -19,6 +20,8 @@ pub const PROBES: [(&str, &str); 3] = [
 /// How long the services may take to register, and an agent to report a breakpoint,
 /// on a machine that is busy compiling.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same under callgrind, which runs them some fifty times slower.
+const SETTLE_TIMEOUT_UNDER_CALLGRIND: Duration = Duration::from_secs(180);
 /// Breakpoints and sessions outlive any run: a run must not see one expire.
 const LIFETIME: &str = "2h";
 /// The most snapshots the control plane lets one breakpoint take: high enough that
@@ -48,6 +51,18 @@ impl Configuration {
         Configuration::Sampled,
         Configuration::Disconnected,
     ];
+
+    /// The configurations named by their letters (`"bd"`), in order, with a always first: the others
+    /// are compared with it.
+    pub fn chosen(letters: &str) -> Result<Vec<Configuration>, String> {
+        if let Some(unknown) = letters.chars().find(|l| !"abcde".contains(*l)) {
+            return Err(format!("--configs takes letters a to e, not {unknown:?}"));
+        }
+        Ok(Configuration::ALL
+            .into_iter()
+            .filter(|c| *c == Configuration::CompiledOut || letters.contains(c.letter()))
+            .collect())
+    }
 
     /// Its letter in the issue and in reports.
     pub fn letter(self) -> char {
@@ -112,13 +127,30 @@ impl RunningShop {
     /// Starts everything `configuration` needs and arms its breakpoints. The
     /// `keyhole` binary is taken from `KEYHOLE_BIN`, which the caller sets.
     pub fn start(configuration: Configuration, binaries: &Binaries) -> Result<RunningShop, String> {
+        Self::start_under(configuration, binaries, None)
+    }
+
+    /// [`RunningShop::start`], with both services run by `callgrind` when given.
+    pub fn start_under(
+        configuration: Configuration,
+        binaries: &Binaries,
+        callgrind: Option<&Callgrind>,
+    ) -> Result<RunningShop, String> {
         let data = tempfile::tempdir().map_err(|e| format!("cannot create a data directory: {e}"))?;
         let server = Server::start(data.path());
         let agent_token = server.token("agent");
-        let (inventory, frontend) = spawn_shop(&server, &agent_token, |name| {
-            binaries.shop(configuration.compiled_out(), name)
+        let (inventory, frontend) = spawn_shop_with(&server, &agent_token, |name| {
+            let binary = binaries.shop(configuration.compiled_out(), name);
+            match callgrind {
+                Some(callgrind) => callgrind.command(&binary, &profile_name(configuration.letter(), name)),
+                None => std::process::Command::new(binary),
+            }
         });
-        let registered = wait_until(SETTLE_TIMEOUT, || {
+        let settle = match callgrind {
+            Some(_) => SETTLE_TIMEOUT_UNDER_CALLGRIND,
+            None => SETTLE_TIMEOUT,
+        };
+        let registered = wait_until(settle, || {
             let services = server.cli(&["services", "list", "-o", "json"]);
             services.code == 0
                 && serde_json::from_str::<Json>(&services.stdout)
@@ -127,9 +159,7 @@ impl RunningShop {
                     == Some(2)
         });
         if !registered {
-            return Err(format!(
-                "both shop services did not register within {SETTLE_TIMEOUT:?}"
-            ));
+            return Err(format!("both shop services did not register within {settle:?}"));
         }
         let mut shop = RunningShop {
             frontend,
@@ -140,7 +170,7 @@ impl RunningShop {
             _data: data,
         };
         if configuration.armed() {
-            shop.arm()?;
+            shop.arm(settle)?;
         }
         if configuration == Configuration::Disconnected {
             if let Some(server) = shop.server.take() {
@@ -152,7 +182,7 @@ impl RunningShop {
 
     /// Opens a session and sets a breakpoint for it on every probe, each
     /// reported by its service's agent before this returns.
-    fn arm(&mut self) -> Result<(), String> {
+    fn arm(&mut self, settle: Duration) -> Result<(), String> {
         let server = self.server.as_ref().expect("armed before any kill");
         let opened = server.cli(&["session", "open", "--ttl", LIFETIME, "-o", "json"]);
         let session = parse(&opened.stdout, "session open")?;
@@ -165,7 +195,7 @@ impl RunningShop {
                 return Err(format!("break set on {service}/{probe}: {}", set.stderr.trim()));
             }
             let breakpoint = text(&parse(&set.stdout, "break set")?["id"], "breakpoint id")?;
-            let installed = wait_until(SETTLE_TIMEOUT, || {
+            let installed = wait_until(settle, || {
                 let detail = server.cli(&["break", "get", &breakpoint, "-o", "json"]);
                 parse(&detail.stdout, "break get").is_ok_and(|detail| {
                     detail["statuses"]
@@ -175,7 +205,7 @@ impl RunningShop {
             });
             if !installed {
                 return Err(format!(
-                    "the agent of {service} did not install the breakpoint on {probe} within {SETTLE_TIMEOUT:?}"
+                    "the agent of {service} did not install the breakpoint on {probe} within {settle:?}"
                 ));
             }
             self.breakpoints.push(breakpoint);

@@ -1,0 +1,195 @@
+//! `instructions`: what Keyhole costs the shop per request, counted in instructions. The same five
+//! configurations as `overhead` (a: probes compiled out, b: no breakpoints, c: armed for a session no
+//! request carries, d: a session on a share of the requests, e: as d with the control plane killed),
+//! each with both services under valgrind's callgrind: after a warm-up, a fixed number of requests, and
+//! the instructions both services executed for them. Counts do not move with the machine's load, so
+//! ratios of a fraction of a percent mean something here where throughput on a shared machine cannot.
+//!
+//! ```text
+//! cargo run --release -p keyhole-tests --bin instructions -- --requests 2000
+//! ```
+//!
+//! Under callgrind the services run some fifty times slower, while the breakpoints' rate (1 snapshot
+//! a second) is wall-clock: a capture stands for many times fewer requests than at full speed. The
+//! agent's own thread (uploads, symbolisation) is counted apart for that reason.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use keyhole_tests::load::build;
+use keyhole_tests::load::callgrind::{profile_name, Callgrind, Counts};
+use keyhole_tests::load::shop::{Configuration, RunningShop};
+use keyhole_tests::load::{self, LoadPlan, SessionShare, Target};
+
+/// The services' names as their profiles are named.
+const SERVICES: [&str; 2] = ["shop-frontend", "shop-inventory"];
+/// A run of requests under callgrind may take this long at most.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+/// A request not answered within this counts as an error (callgrind is slow).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+#[command(
+    about = "Counts the instructions the shop executes per request, in each of overhead's configurations",
+    long_about = "Counts the instructions the shop executes per request, in each of overhead's \
+                  configurations, with both services under valgrind's callgrind (which must be \
+                  installed). Builds what it runs as overhead does, unless --no-build."
+)]
+struct Args {
+    /// Requests counted per configuration.
+    #[arg(long, default_value_t = 2000)]
+    requests: u64,
+    /// Requests sent first, not counted.
+    #[arg(long, default_value_t = 300)]
+    warmup: u64,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// The share of requests carrying the session in d and e.
+    #[arg(long, default_value_t = 0.1)]
+    session_fraction: f64,
+    /// Which configurations to run, e.g. "ad" (a is always run: ratios are to a).
+    #[arg(long, default_value = "abcd")]
+    configs: String,
+    /// Use the release binaries already built instead of running cargo.
+    #[arg(long)]
+    no_build: bool,
+    /// Keep the profiles in this directory (one per configuration, service and thread, named like
+    /// `d-shop-frontend.callgrind.1-02`) for `callgrind_annotate`; by default they are removed.
+    #[arg(long)]
+    profiles: Option<PathBuf>,
+    /// Minutes each cargo build may take.
+    #[arg(long, default_value_t = 30)]
+    build_timeout_min: u64,
+}
+
+/// What one configuration executed for the counted requests.
+struct Figures {
+    configuration: Configuration,
+    requests: u64,
+    counts: Counts,
+    /// Snapshots the control plane stored, or `None` when there is none to ask (e).
+    snapshots: Option<usize>,
+}
+
+impl Figures {
+    fn stored(&self) -> String {
+        self.snapshots
+            .map_or_else(|| "(control plane killed)".to_owned(), |n| n.to_string())
+    }
+
+    fn serving_per_request(&self) -> f64 {
+        self.counts.serving as f64 / self.requests.max(1) as f64
+    }
+}
+
+fn main() -> ExitCode {
+    load::exit_code(run(&Args::parse()))
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&args.session_fraction) {
+        return Err("--session-fraction must be between 0 and 1".into());
+    }
+    let configurations = Configuration::chosen(&args.configs)?;
+    let timeout = Duration::from_secs(args.build_timeout_min * 60);
+    let target = build::target_dir(timeout)?;
+    let binaries = if args.no_build {
+        build::existing(build::locate(&target))?
+    } else {
+        build::build(&target, timeout)?
+    };
+    // Set before any thread starts: the harness's `Server` runs `KEYHOLE_BIN`.
+    std::env::set_var("KEYHOLE_BIN", &binaries.keyhole);
+    let callgrind = Callgrind::new(args.profiles.as_deref())?;
+
+    let mut figures = Vec::new();
+    for &configuration in &configurations {
+        let shop = RunningShop::start_under(configuration, &binaries, Some(&callgrind))?;
+        let session = match shop.session_token() {
+            Some(token) if configuration.sends_session() => Some(SessionShare {
+                token: token.to_owned(),
+                fraction: args.session_fraction,
+            }),
+            _ => None,
+        };
+        let target = Target::parse(shop.frontend_url())?;
+        let plan = |requests| LoadPlan {
+            target: target.clone(),
+            concurrency: args.concurrency,
+            requests,
+            duration: RUN_LIMIT,
+            session: session.clone(),
+            request_timeout: REQUEST_TIMEOUT,
+            client_threads: 1,
+        };
+        let never = Arc::new(AtomicBool::new(false));
+        load::run(&plan(args.warmup), never.clone())?;
+        let pids = shop.service_pids();
+        callgrind.zero(&pids)?;
+        let report = load::run(&plan(args.requests), never)?;
+        callgrind.dump(&pids)?;
+        let mut counts = Counts::default();
+        for service in SERVICES {
+            let of = callgrind.counts(&profile_name(configuration.letter(), service))?;
+            counts.serving += of.serving;
+            counts.agent += of.agent;
+        }
+        let run = Figures {
+            configuration,
+            requests: report.ok + report.errors.total(),
+            counts,
+            snapshots: match configuration {
+                Configuration::Disconnected => None,
+                _ => Some(shop.captures().map_or(0, |c| c.stored)),
+            },
+        };
+        println!(
+            "{}  {:>9.0} instructions/request serving  agent thread {:>12}  snapshots {}  errors {}",
+            configuration.letter(),
+            run.serving_per_request(),
+            run.counts.agent,
+            run.stored(),
+            report.errors,
+        );
+        figures.push(run);
+    }
+    summarise(&figures, args);
+    Ok(())
+}
+
+fn summarise(figures: &[Figures], args: &Args) {
+    let Some(a) = figures
+        .iter()
+        .find(|f| f.configuration == Configuration::CompiledOut)
+    else {
+        return;
+    };
+    println!();
+    println!(
+        "{} requests per configuration after {} unmeasured, {} connections; d and e: {:.0}% of requests \
+         carry the session",
+        args.requests,
+        args.warmup,
+        args.concurrency,
+        args.session_fraction * 100.0
+    );
+    println!();
+    println!("| config | what | instructions per request (both services, serving threads) | vs a | agent thread, all requests | snapshots stored |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for f in figures {
+        println!(
+            "| {} | {} | {:.0} | {:.4} | {} | {} |",
+            f.configuration.letter(),
+            f.configuration.describe(),
+            f.serving_per_request(),
+            f.serving_per_request() / a.serving_per_request(),
+            f.counts.agent,
+            f.stored(),
+        );
+    }
+}
