@@ -1,7 +1,8 @@
 //! `overhead`: what Keyhole costs a real service, measured side by side. Builds
 //! the shop twice in release mode (probes compiled in, probes compiled out),
 //! then runs the same load against five configurations of it, interleaved
-//! round by round so that a busy neighbour hurts them all alike, and prints
+//! round by round so that a busy neighbour hurts them all alike (each round
+//! starting one configuration further along, so none always runs first), and prints
 //! each configuration's median figures and its ratios to the compiled-out
 //! build. It reports the issue's targets as met or missed; it asserts nothing.
 //!
@@ -32,7 +33,8 @@ const RSS_SLACK_MIB: f64 = 10.0;
     about = "Measures Keyhole's overhead on the shop: five configurations, interleaved, side by side",
     long_about = "Measures Keyhole's overhead on the shop. Builds the shop in release mode with its \
                   probes compiled in and compiled out (feature probes-compiled-out, in \
-                  TARGET/overhead-compiled-out), then for each round runs, one after the other:\n\
+                  TARGET/overhead-compiled-out), then for each round runs, one after the other \
+                  (each round starting one further along the list):\n\
                   \n  a  probes compiled out\
                   \n  b  probes in, agent connected, no breakpoints\
                   \n  c  breakpoints on every probe for a session no request carries\
@@ -138,7 +140,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut runs = Vec::new();
     'rounds: for round in 1..=args.rounds {
-        for &configuration in &configurations {
+        for configuration in in_turn(&configurations, round) {
             if stop.load(Ordering::Relaxed) {
                 println!("interrupted: the figures below are of the runs completed");
                 break 'rounds;
@@ -388,6 +390,18 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
     }
 }
 
+/// The configurations in the order round `round` (from 1) runs them: each round starts one further
+/// along (a b c d, b c d a, ...), so that over the rounds every configuration runs in every place and
+/// whatever a place brings (the machine warming up, the teardown of the run before) falls on all alike.
+fn in_turn(configurations: &[Configuration], round: usize) -> Vec<Configuration> {
+    let mut order = configurations.to_vec();
+    if !order.is_empty() {
+        let start = (round - 1) % order.len();
+        order.rotate_left(start);
+    }
+    order
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -406,7 +420,6 @@ fn duration(seconds: f64, flag: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{flag} must be a number of seconds, got {seconds}"))
 }
 
-/// The configurations named by their letters, always with a (ratios are to it), in order.
 /// A flag that SIGINT or SIGTERM sets, so that a run ends early and every
 /// process and directory is still cleaned up by its guard.
 fn stop_on_signal() -> Arc<AtomicBool> {
