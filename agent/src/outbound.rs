@@ -4,10 +4,10 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::baggage::BaggageExt as _;
-use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::trace::{SpanId, TraceContextExt as _};
 use opentelemetry::Context;
 
-use crate::propagation::{Baggage, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE};
+use crate::propagation::{push_hex, Baggage, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE};
 use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
 use crate::trace::{new_span_id, RequestSpan, TraceStateHeader, SPAN_BAGGAGE_KEY};
 
@@ -50,11 +50,24 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
             }
         }
     }
-    for (key, (value, _)) in cx.baggage().iter() {
+    let application = cx.baggage();
+    let session = cx.get::<TrustedSession>();
+    if application.is_empty() {
+        // Nothing to merge: the session's member was encoded when its token was verified.
+        if let Some(session) = session {
+            insert(
+                headers,
+                BAGGAGE,
+                session_only(session, context.is_valid().then(|| context.span_id())),
+            );
+        }
+        return;
+    }
+    for (key, (value, _)) in application.iter() {
         // Entries that would break the limits are left out rather than cut.
         let _ = baggage.insert(key.as_str(), value.as_str().as_ref());
     }
-    if let Some(session) = cx.get::<TrustedSession>() {
+    if let Some(session) = session {
         // The verified session goes on, and in place of any entry of its key the application set.
         let _ = baggage.insert(SESSION_BAGGAGE_KEY, session.token());
         if context.is_valid() {
@@ -65,6 +78,24 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
         insert(headers, BAGGAGE, header);
     }
 }
+
+/// The `baggage` of a request whose only entries are Keyhole's: the session and, when the request
+/// has a span, the span that makes the call (what [`Baggage::to_header`] makes of the same two entries).
+fn session_only(session: &TrustedSession, span: Option<SpanId>) -> String {
+    let member = session.baggage_member();
+    let mut header = String::with_capacity(member.len() + SPAN_MEMBER_LEN);
+    header.push_str(member);
+    if let Some(span) = span {
+        header.push(',');
+        header.push_str(SPAN_BAGGAGE_KEY);
+        header.push('=');
+        push_hex(&mut header, &span.to_bytes());
+    }
+    header
+}
+
+/// `,keyhole.span=` and 16 hex digits.
+const SPAN_MEMBER_LEN: usize = 2 + SPAN_BAGGAGE_KEY.len() + 16;
 
 /// [`inject_context`] with the current context.
 pub fn inject_current(headers: &mut HeaderMap) {
@@ -134,6 +165,64 @@ impl RequestBuilderExt for reqwest::RequestBuilder {
 mod tests {
     use super::*;
     use crate::inbound::inbound_context;
+    use keyhole_proto::token::{SessionSigner, SessionVerifier};
+    use opentelemetry::trace::{SpanContext, TraceFlags, TraceId, TraceState};
+    use opentelemetry::KeyValue;
+
+    /// A context with a verified session and a span, as the inbound layer makes for a session's request.
+    fn session_context() -> (Context, TrustedSession, SpanId) {
+        let signer = SessionSigner::new("k1", &[5; 32]).unwrap();
+        let verifier = SessionVerifier::from_keys(&[signer.verification_key()]).unwrap();
+        let now = crate::session::unix_now();
+        let token = signer.sign("ses-outbound", now + 60).unwrap();
+        let session = TrustedSession::verify(&verifier, &token, now).unwrap();
+        let span = SpanId::from_bytes([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        let context = SpanContext::new(
+            TraceId::from_bytes([0x4b; 16]),
+            span,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let cx = Context::new()
+            .with_remote_span_context(context)
+            .with_value(session.clone());
+        (cx, session, span)
+    }
+
+    #[test]
+    fn a_sessions_baggage_is_what_the_general_encoder_makes_of_its_entries() {
+        let (cx, session, span) = session_context();
+        let mut outgoing = HeaderMap::new();
+        inject_context(&cx, &mut outgoing);
+        let mut expected = Baggage::new();
+        expected.insert(SESSION_BAGGAGE_KEY, session.token()).unwrap();
+        expected.insert(SPAN_BAGGAGE_KEY, &span.to_string()).unwrap();
+        assert_eq!(outgoing["baggage"], expected.to_header().unwrap().as_str());
+        assert_eq!(
+            outgoing["baggage"].to_str().unwrap(),
+            format!(
+                "keyhole.session={},keyhole.span=00f067aa0ba902b7",
+                session.token()
+            )
+        );
+    }
+
+    #[test]
+    fn the_applications_baggage_goes_first_and_the_verified_session_replaces_any_it_set() {
+        let (cx, session, _) = session_context();
+        let cx = cx.with_baggage([
+            KeyValue::new("tenant.id", "acme corp"),
+            KeyValue::new(SESSION_BAGGAGE_KEY, "forged"),
+        ]);
+        let mut outgoing = HeaderMap::new();
+        inject_context(&cx, &mut outgoing);
+        let baggage = Baggage::from_headers_with_report([outgoing["baggage"].as_bytes()]).0;
+        assert_eq!(baggage.get("tenant.id"), Some("acme corp"));
+        assert_eq!(baggage.get(SESSION_BAGGAGE_KEY), Some(session.token()));
+        assert_eq!(baggage.get(SPAN_BAGGAGE_KEY), Some("00f067aa0ba902b7"));
+        assert_eq!(baggage.len(), 3, "{baggage:?}");
+    }
 
     #[test]
     fn a_trusted_callers_trace_and_baggage_go_on_with_this_service_as_the_parent() {

@@ -18,6 +18,7 @@ use keyhole_proto::token::{SessionVerifier, TokenError, MAX_TOKEN_LEN};
 use opentelemetry::{Context, ContextGuard};
 
 use crate::budget::{monotonic_nanos, RateLimit};
+use crate::propagation::Baggage;
 
 /// The baggage entry that carries a session token.
 pub const SESSION_BAGGAGE_KEY: &str = "keyhole.session";
@@ -36,6 +37,9 @@ pub struct TrustedSession {
     session_id: Arc<str>,
     /// The token it was verified from, to send on downstream. Never printed.
     token: Arc<str>,
+    /// `keyhole.session=` and the token as a `baggage` member carries it, encoded once when the
+    /// token is verified (and kept with it in the cache) rather than on every outbound call.
+    baggage_member: Arc<str>,
     expires_at_unix: u64,
 }
 
@@ -86,9 +90,14 @@ impl TrustedSession {
         now_unix: u64,
     ) -> Result<Self, SessionError> {
         let claims = verifier.verify(token, now_unix).map_err(SessionError::Token)?;
+        let mut member = Baggage::new();
+        member
+            .insert(SESSION_BAGGAGE_KEY, token)
+            .map_err(|_| SessionError::Token(TokenError::Malformed("too long for baggage")))?;
         Ok(Self {
             session_id: claims.session_id.into(),
             token: token.into(),
+            baggage_member: member.to_header().unwrap_or_default().into(),
             expires_at_unix: claims.expires_at_unix,
         })
     }
@@ -116,6 +125,11 @@ impl TrustedSession {
     /// The token this session was verified from, as outbound calls carry it.
     pub(crate) fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The session as one `baggage` list-member: `keyhole.session=` and the token, encoded.
+    pub(crate) fn baggage_member(&self) -> &str {
+        &self.baggage_member
     }
 
     /// Whether the session has expired at `now_unix_ms` (unix milliseconds).

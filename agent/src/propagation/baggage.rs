@@ -282,7 +282,7 @@ impl<'a> RawMember<'a> {
     fn parse(member: &'a [u8]) -> Option<RawMember<'a>> {
         let (key, rest) = split_once(member, b'=')?;
         let key = token(trim_ows(key))?;
-        let (value, properties) = match rest.iter().position(|b| *b == b';') {
+        let (value, properties) = match memchr::memchr(b';', rest) {
             Some(at) => rest.split_at_checked(at)?,
             None => (rest, &[][..]),
         };

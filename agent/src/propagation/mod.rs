@@ -51,6 +51,7 @@ use std::fmt;
 pub use baggage::{Baggage, BaggageEntry, BaggageReport};
 pub use limits::*;
 pub use report::{MalformedReports, Report};
+pub(crate) use syntax::push_hex;
 pub use traceparent::{TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
 pub use tracestate::TraceState;
 

@@ -25,8 +25,31 @@ pub(crate) fn trim_ows(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// Whether `byte` is an RFC 9110 `tchar`, the characters of an HTTP token.
+#[inline]
 pub(crate) fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+    // Every `u8` is an index of the table: `get` never misses.
+    TCHARS.get(usize::from(byte)).copied().unwrap_or(false)
+}
+
+/// [`is_tchar`] for every byte, looked up: keys are checked a byte at a time.
+static TCHARS: [bool; 256] = tchar_table();
+
+// Evaluated while compiling: an index out of range would fail the build, never the host.
+#[allow(clippy::indexing_slicing)]
+const fn tchar_table() -> [bool; 256] {
+    const SYMBOLS: &[u8] = b"!#$%&'*+-.^_`|~";
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < table.len() {
+        table[byte] = (byte as u8).is_ascii_alphanumeric();
+        byte += 1;
+    }
+    let mut symbol = 0;
+    while symbol < SYMBOLS.len() {
+        table[SYMBOLS[symbol] as usize] = true;
+        symbol += 1;
+    }
+    table
 }
 
 /// `bytes` as a `&str` when it is a non-empty HTTP token.
@@ -35,6 +58,22 @@ pub(crate) fn token(bytes: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(bytes).ok()
+}
+
+/// The lowercase hex digits, by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` as lowercase hex, two digits a byte, as Trace Context writes ids.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.reserve(2 * bytes.len());
+    for byte in bytes {
+        for nibble in [byte >> 4, byte & 0x0F] {
+            // A nibble is below 16: the lookup never misses.
+            out.push(char::from(
+                HEX_DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
 }
 
 /// The value of a lowercase hex digit; Trace Context allows no uppercase.
@@ -53,7 +92,7 @@ pub(crate) fn hex_value(byte: u8) -> Option<u8> {
 
 /// The parts before and after the first `delimiter`, which belongs to neither.
 pub(crate) fn split_once(bytes: &[u8], delimiter: u8) -> Option<(&[u8], &[u8])> {
-    let at = bytes.iter().position(|b| *b == delimiter)?;
+    let at = memchr::memchr(delimiter, bytes)?;
     let (before, from_delimiter) = bytes.split_at_checked(at)?;
     Some((before, from_delimiter.get(1..)?))
 }
@@ -61,10 +100,23 @@ pub(crate) fn split_once(bytes: &[u8], delimiter: u8) -> Option<(&[u8], &[u8])> 
 /// The pieces of one header value between commas, without their surrounding whitespace, skipping empty
 /// ones. Lazy, so a value that is nothing but delimiters costs no allocation.
 pub(crate) fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(trim_ows)
-        .filter(|member| !member.is_empty())
+    // Commas are found with `memchr`, many bytes at a time: a member is mostly one long value.
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let piece = rest?;
+        Some(match split_once(piece, b',') {
+            Some((member, after)) => {
+                rest = Some(after);
+                member
+            }
+            None => {
+                rest = None;
+                piece
+            }
+        })
+    })
+    .map(trim_ows)
+    .filter(|member| !member.is_empty())
 }
 
 #[cfg(test)]
@@ -77,6 +129,14 @@ mod tests {
         assert_eq!(trim_ows(b"\r\na\n"), b"\r\na\n");
         assert_eq!(trim_ows(b" \t "), b"");
         assert_eq!(trim_ows(b""), b"");
+    }
+
+    #[test]
+    fn the_tchar_table_is_the_rfc_9110_definition() {
+        for byte in 0..=u8::MAX {
+            let defined = byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+            assert_eq!(is_tchar(byte), defined, "{byte:#04x}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `traceparent` header (W3C Trace Context Level 2): strict parsing of what callers send and
 //! formatting of what we send on.
 
-use super::syntax::{lower_hex_value, trim_ows};
+use super::syntax::{lower_hex_value, push_hex, trim_ows};
 use super::{HeaderError, TraceParentField};
 
 /// Trace flag: the caller may have recorded this trace. A recommendation only; an untrusted caller may
@@ -168,14 +168,6 @@ fn hex_field<const N: usize>(digits: Option<&[u8]>) -> Option<[u8; N]> {
         *byte = (lower_hex_value(*high)? << 4) | lower_hex_value(*low)?;
     }
     Some(out)
-}
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    for byte in bytes {
-        for nibble in [byte >> 4, byte & 0x0F] {
-            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
-    }
 }
 
 #[cfg(test)]
