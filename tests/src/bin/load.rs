@@ -119,7 +119,29 @@ fn print_text(plan: &LoadPlan, report: &LoadReport) {
         millis(max),
         millis(mean)
     );
+    if let Some((with, without)) = &report.by_session {
+        for (label, summary) in [("session  ", with), ("no session", without)] {
+            println!(
+                "{label} {} ok: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+                summary.count,
+                millis(summary.p50),
+                millis(summary.p99),
+                millis(summary.p999),
+                millis(summary.max)
+            );
+        }
+    }
     println!("errors     {}", report.errors);
+}
+
+fn latency_json(latency: &LatencySummary) -> serde_json::Value {
+    serde_json::json!({
+        "p50": millis(latency.p50),
+        "p99": millis(latency.p99),
+        "p999": millis(latency.p999),
+        "max": millis(latency.max),
+        "mean": millis(latency.mean),
+    })
 }
 
 fn print_json(report: &LoadReport) {
@@ -130,13 +152,9 @@ fn print_json(report: &LoadReport) {
         "elapsed_s": report.elapsed.as_secs_f64(),
         "throughput_rps": report.throughput(),
         "with_session": report.with_session,
-        "latency_ms": {
-            "p50": millis(latency.p50),
-            "p99": millis(latency.p99),
-            "p999": millis(latency.p999),
-            "max": millis(latency.max),
-            "mean": millis(latency.mean),
-        },
+        "latency_ms": latency_json(&latency),
+        "latency_ms_with_session": report.by_session.as_ref().map(|(with, _)| latency_json(with)),
+        "latency_ms_without_session": report.by_session.as_ref().map(|(_, without)| latency_json(without)),
         "errors": {
             "total": errors.total(),
             "connect": errors.connect,

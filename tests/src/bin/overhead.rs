@@ -228,9 +228,20 @@ fn print_run(round: usize, rounds: usize, figures: &RunFigures) {
             )
         })
         .unwrap_or_default();
+    let by_session = report
+        .by_session
+        .as_ref()
+        .map(|(with, without)| {
+            format!(
+                "  p99 with the session {:.3} ms, without {:.3} ms",
+                millis(with.p99),
+                millis(without.p99)
+            )
+        })
+        .unwrap_or_default();
     println!(
         "round {round}/{rounds} {}  {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
-         CPU {:.1} us/req  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}",
+         CPU {:.1} us/req  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}{by_session}",
         figures.configuration.letter(),
         report.throughput(),
         millis(report.latency.p50),
@@ -368,6 +379,27 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
             goal.configuration.letter(),
             goal.figure,
             if met { "met" } else { "MISSED" }
+        );
+    }
+    for &configuration in configurations {
+        let split: Vec<(f64, f64)> = runs
+            .iter()
+            .filter(|r| r.configuration == configuration)
+            .filter_map(|r| r.report.by_session.as_ref())
+            .map(|(with, without)| (millis(with.p99), millis(without.p99)))
+            .collect();
+        if split.is_empty() {
+            continue;
+        }
+        let with = median(split.iter().map(|(with, _)| *with).collect());
+        let without = median(split.iter().map(|(_, without)| *without).collect());
+        let a_p99 = baseline.p99;
+        println!(
+            "- {} p99 of the requests with the session {with:.3} ms ({:.3} x a), without it {without:.3} ms \
+             ({:.3} x a) (medians; not a target)",
+            configuration.letter(),
+            with / a_p99,
+            without / a_p99
         );
     }
     let e_runs: Vec<&RunFigures> = runs

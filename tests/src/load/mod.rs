@@ -176,6 +176,9 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Latency of the successful requests.
     pub latency: LatencySummary,
+    /// Latency of the successful requests that carried the session, and of those that did not, when
+    /// some did: what the session costs a request shows here, not spread over all of them.
+    pub by_session: Option<(LatencySummary, LatencySummary)>,
 }
 
 impl LoadReport {
@@ -227,6 +230,8 @@ struct Shared {
 #[derive(Default)]
 struct Tally {
     samples: Vec<u64>,
+    /// Whether each of `samples` carried the session.
+    carried: Vec<bool>,
     errors: Errors,
     with_session: u64,
 }
@@ -253,28 +258,45 @@ async fn drive(plan: &LoadPlan, stop: Arc<AtomicBool>) -> LoadReport {
         .map(|_| tokio::spawn(connection_loop(shared.clone(), capacity)))
         .collect();
     let mut samples = Vec::new();
+    let mut session_samples = Vec::new();
+    let mut other_samples = Vec::new();
     let mut errors = Errors::default();
     let mut with_session = 0;
     for task in tasks {
         // A task only ends by returning its tally; a panic in one is a bug here.
         let tally = task.await.expect("a load connection's task panicked");
+        for (&sample, &carried) in tally.samples.iter().zip(&tally.carried) {
+            if carried {
+                session_samples.push(sample);
+            } else {
+                other_samples.push(sample);
+            }
+        }
         samples.extend_from_slice(&tally.samples);
         errors.add(&tally.errors);
         with_session += tally.with_session;
     }
     let elapsed = started.elapsed();
+    let by_session = (!session_samples.is_empty()).then(|| {
+        (
+            LatencySummary::of(session_samples),
+            LatencySummary::of(other_samples),
+        )
+    });
     LoadReport {
         ok: samples.len() as u64,
         errors,
         with_session,
         elapsed,
         latency: LatencySummary::of(samples),
+        by_session,
     }
 }
 
 async fn connection_loop(shared: Arc<Shared>, capacity: usize) -> Tally {
     let mut tally = Tally {
         samples: Vec::with_capacity(capacity),
+        carried: Vec::with_capacity(capacity),
         ..Tally::default()
     };
     let mut connection: Option<Connection> = None;
@@ -297,12 +319,12 @@ async fn connection_loop(shared: Arc<Shared>, capacity: usize) -> Tally {
                 }
             }
         }
-        let request = match &shared.with_session {
+        let (request, carried) = match &shared.with_session {
             Some((session, request)) if session.carries(ticket) => {
                 tally.with_session += 1;
-                request
+                (request, true)
             }
-            _ => &shared.plain,
+            _ => (&shared.plain, false),
         };
         let open = connection.as_mut().expect("connected above");
         let sent = Instant::now();
@@ -313,6 +335,7 @@ async fn connection_loop(shared: Arc<Shared>, capacity: usize) -> Tally {
                     tally
                         .samples
                         .push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+                    tally.carried.push(carried);
                 } else {
                     *tally.errors.status.entry(answer.status).or_default() += 1;
                 }
@@ -336,6 +359,87 @@ async fn connection_loop(shared: Arc<Shared>, capacity: usize) -> Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback server answering every request on a connection with `200 ok`, the session's
+    /// requests (those with a `baggage` header) with `202`; it counts both.
+    fn counting_server() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (sessions, others) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let counts = (sessions.clone(), others.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (sessions, others) = counts.clone();
+                std::thread::spawn(move || {
+                    let mut pending = Vec::new();
+                    let mut chunk = [0; 4096];
+                    while let Ok(read) = stream.read(&mut chunk) {
+                        if read == 0 {
+                            return;
+                        }
+                        pending.extend_from_slice(&chunk[..read]);
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                            pending.drain(..end + 4);
+                            let answer: &[u8] = if head.contains("\r\nbaggage:") {
+                                sessions.fetch_add(1, Ordering::Relaxed);
+                                b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok"
+                            } else {
+                                others.fetch_add(1, Ordering::Relaxed);
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
+                            if stream.write_all(answer).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, sessions, others)
+    }
+
+    #[test]
+    fn latency_is_reported_apart_for_the_requests_that_carry_the_session() {
+        let (address, sessions, others) = counting_server();
+        let plan = LoadPlan {
+            target: Target::parse(&format!("http://{address}/")).unwrap(),
+            concurrency: 4,
+            requests: 1000,
+            duration: Duration::from_secs(30),
+            session: Some(SessionShare {
+                token: "v1.k.s.1.sig".into(),
+                fraction: 0.1,
+            }),
+            request_timeout: Duration::from_secs(5),
+            client_threads: 1,
+        };
+        let report = run(&plan, Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(report.ok, 1000, "{:?}", report.errors);
+        assert_eq!(report.with_session, 100);
+        assert_eq!(
+            sessions.load(Ordering::Relaxed),
+            100,
+            "the server saw the session's requests"
+        );
+        assert_eq!(others.load(Ordering::Relaxed), 900);
+        let (with, without) = report.by_session.expect("some requests carried the session");
+        assert_eq!((with.count, without.count), (100, 900));
+        assert!(with.p50 <= with.max && without.p50 <= without.max);
+
+        let no_session = run(
+            &LoadPlan {
+                session: None,
+                requests: 100,
+                ..plan
+            },
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        assert_eq!(no_session.by_session, None);
+    }
 
     #[test]
     fn a_tenth_of_the_requests_carry_the_session_evenly() {
