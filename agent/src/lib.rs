@@ -24,6 +24,8 @@
 //! agent.shutdown().await;
 //! # Ok(()) }
 //! ```
+// The host service must never panic because of the agent: nothing outside tests unwraps.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
 mod backoff;
