@@ -23,7 +23,7 @@ use clap::Parser;
 use keyhole_tests::load::build;
 use keyhole_tests::load::callgrind::{profile_name, Callgrind, Counts};
 use keyhole_tests::load::shop::{Configuration, RunningShop};
-use keyhole_tests::load::{self, LoadPlan, SessionShare, Target};
+use keyhole_tests::load::{self, LoadPlan, Target};
 
 /// The services' names as their profiles are named.
 const SERVICES: [&str; 2] = ["shop-frontend", "shop-inventory"];
@@ -96,27 +96,13 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("--session-fraction must be between 0 and 1".into());
     }
     let configurations = Configuration::chosen(&args.configs)?;
-    let timeout = Duration::from_secs(args.build_timeout_min * 60);
-    let target = build::target_dir(timeout)?;
-    let binaries = if args.no_build {
-        build::existing(build::locate(&target))?
-    } else {
-        build::build(&target, timeout)?
-    };
-    // Set before any thread starts: the harness's `Server` runs `KEYHOLE_BIN`.
-    std::env::set_var("KEYHOLE_BIN", &binaries.keyhole);
+    let binaries = build::ready(args.no_build, Duration::from_secs(args.build_timeout_min * 60))?;
     let callgrind = Callgrind::new(args.profiles.as_deref())?;
 
     let mut figures = Vec::new();
     for &configuration in &configurations {
         let shop = RunningShop::start_under(configuration, &binaries, Some(&callgrind))?;
-        let session = match shop.session_token() {
-            Some(token) if configuration.sends_session() => Some(SessionShare {
-                token: token.to_owned(),
-                fraction: args.session_fraction,
-            }),
-            _ => None,
-        };
+        let session = shop.session_share(args.session_fraction);
         let target = Target::parse(shop.frontend_url())?;
         let plan = |requests| LoadPlan {
             target: target.clone(),

@@ -20,7 +20,7 @@ use keyhole_tests::load::build::{self, Binaries};
 use keyhole_tests::load::cpu::CpuMeter;
 use keyhole_tests::load::rss::{RssSampler, RssSeries};
 use keyhole_tests::load::shop::{Captures, Configuration, RunningShop};
-use keyhole_tests::load::{self, LoadPlan, LoadReport, SessionShare, Target};
+use keyhole_tests::load::{self, LoadPlan, LoadReport, Target};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// How often the frontend's resident memory is sampled during a run.
@@ -106,15 +106,7 @@ fn run(args: &Args) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.session_fraction) {
         return Err("--session-fraction must be between 0 and 1".into());
     }
-    let build_timeout = Duration::from_secs(args.build_timeout_min * 60);
-    let target = build::target_dir(build_timeout)?;
-    let binaries = if args.no_build {
-        build::existing(build::locate(&target))?
-    } else {
-        build::build(&target, build_timeout)?
-    };
-    // Set before any thread starts: the harness's `Server` runs `KEYHOLE_BIN`.
-    std::env::set_var("KEYHOLE_BIN", &binaries.keyhole);
+    let binaries = build::ready(args.no_build, Duration::from_secs(args.build_timeout_min * 60))?;
     let stop = stop_on_signal();
 
     println!("# overhead of Keyhole on the shop (shop-frontend -> shop-inventory)");
@@ -172,13 +164,7 @@ fn measure(
     stop: Arc<AtomicBool>,
 ) -> Result<RunFigures, String> {
     let shop = RunningShop::start(configuration, binaries)?;
-    let session = match shop.session_token() {
-        Some(token) if configuration.sends_session() => Some(SessionShare {
-            token: token.to_owned(),
-            fraction: args.session_fraction,
-        }),
-        _ => None,
-    };
+    let session = shop.session_share(args.session_fraction);
     let plan = LoadPlan {
         target: Target::parse(shop.frontend_url())?,
         concurrency: args.concurrency,

@@ -123,6 +123,20 @@ pub fn build(target: &Path, timeout: Duration) -> Result<Binaries, String> {
     existing(locate(target))
 }
 
+/// The release binaries a comparison runs: built in the workspace's target directory, each cargo run
+/// within `timeout`, or with `no_build` those already there. `KEYHOLE_BIN` is set to the control
+/// plane's, which the harness's `Server` runs: call this before any thread starts.
+pub fn ready(no_build: bool, timeout: Duration) -> Result<Binaries, String> {
+    let target = target_dir(timeout)?;
+    let binaries = if no_build {
+        existing(locate(&target))?
+    } else {
+        build(&target, timeout)?
+    };
+    std::env::set_var("KEYHOLE_BIN", &binaries.keyhole);
+    Ok(binaries)
+}
+
 /// `binaries`, if every one of them exists.
 pub fn existing(binaries: Binaries) -> Result<Binaries, String> {
     match binaries.all().into_iter().find(|path| !path.exists()) {

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use super::build::Binaries;
 use super::callgrind::{profile_name, Callgrind};
+use super::SessionShare;
 use crate::{break_set_args, spawn_shop_with, wait_until, Listening, Server};
 
 /// Every probe of both services, as (service, probe).
@@ -108,6 +109,7 @@ pub struct RunningShop {
     // Field order is drop order: the services stop before the control plane.
     frontend: Listening,
     inventory: Listening,
+    configuration: Configuration,
     server: Option<Server>,
     session: Option<(String, String)>,
     breakpoints: Vec<String>,
@@ -164,6 +166,7 @@ impl RunningShop {
         let mut shop = RunningShop {
             frontend,
             inventory,
+            configuration,
             server: Some(server),
             session: None,
             breakpoints: Vec::new(),
@@ -229,9 +232,17 @@ impl RunningShop {
         [self.frontend.child.id(), self.inventory.child.id()]
     }
 
-    /// The armed session's token.
-    pub fn session_token(&self) -> Option<&str> {
-        self.session.as_ref().map(|(_, token)| token.as_str())
+    /// The session as `fraction` of the load carries it, in the configurations whose load carries
+    /// it (d and e).
+    pub fn session_share(&self, fraction: f64) -> Option<SessionShare> {
+        let (_, token) = self
+            .session
+            .as_ref()
+            .filter(|_| self.configuration.sends_session())?;
+        Some(SessionShare {
+            token: token.clone(),
+            fraction,
+        })
     }
 
     /// What was captured and refused for the session, if the control plane is
