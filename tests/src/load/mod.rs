@@ -229,9 +229,10 @@ struct Shared {
 /// What one connection's task measured.
 #[derive(Default)]
 struct Tally {
+    /// Latencies of the successful requests without the session...
     samples: Vec<u64>,
-    /// Whether each of `samples` carried the session.
-    carried: Vec<bool>,
+    /// ...and with it.
+    session_samples: Vec<u64>,
     errors: Errors,
     with_session: u64,
 }
@@ -257,26 +258,20 @@ async fn drive(plan: &LoadPlan, stop: Arc<AtomicBool>) -> LoadReport {
     let tasks: Vec<_> = (0..plan.concurrency)
         .map(|_| tokio::spawn(connection_loop(shared.clone(), capacity)))
         .collect();
-    let mut samples = Vec::new();
-    let mut session_samples = Vec::new();
     let mut other_samples = Vec::new();
+    let mut session_samples = Vec::new();
     let mut errors = Errors::default();
     let mut with_session = 0;
     for task in tasks {
         // A task only ends by returning its tally; a panic in one is a bug here.
         let tally = task.await.expect("a load connection's task panicked");
-        for (&sample, &carried) in tally.samples.iter().zip(&tally.carried) {
-            if carried {
-                session_samples.push(sample);
-            } else {
-                other_samples.push(sample);
-            }
-        }
-        samples.extend_from_slice(&tally.samples);
+        other_samples.extend_from_slice(&tally.samples);
+        session_samples.extend_from_slice(&tally.session_samples);
         errors.add(&tally.errors);
         with_session += tally.with_session;
     }
     let elapsed = started.elapsed();
+    let samples = [other_samples.as_slice(), session_samples.as_slice()].concat();
     let by_session = (!session_samples.is_empty()).then(|| {
         (
             LatencySummary::of(session_samples),
@@ -296,7 +291,6 @@ async fn drive(plan: &LoadPlan, stop: Arc<AtomicBool>) -> LoadReport {
 async fn connection_loop(shared: Arc<Shared>, capacity: usize) -> Tally {
     let mut tally = Tally {
         samples: Vec::with_capacity(capacity),
-        carried: Vec::with_capacity(capacity),
         ..Tally::default()
     };
     let mut connection: Option<Connection> = None;
@@ -332,10 +326,12 @@ async fn connection_loop(shared: Arc<Shared>, capacity: usize) -> Tally {
             Ok(Ok(answer)) => {
                 let took = sent.elapsed();
                 if (200..300).contains(&answer.status) {
-                    tally
-                        .samples
-                        .push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
-                    tally.carried.push(carried);
+                    let of = if carried {
+                        &mut tally.session_samples
+                    } else {
+                        &mut tally.samples
+                    };
+                    of.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
                 } else {
                     *tally.errors.status.entry(answer.status).or_default() += 1;
                 }
