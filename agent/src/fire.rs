@@ -87,10 +87,12 @@ pub struct ArmedProbe {
     pub breakpoints: Vec<Arc<ArmedBreakpoint>>,
 }
 
-/// A hit by a request that carries the session of some of the probe's breakpoints.
+/// A hit by a request that carries the session of some of the probe's breakpoints, and that some of
+/// them admitted.
 struct SessionHit {
     session: TrustedSession,
-    /// The breakpoints whose session and baggage filters the request matches.
+    /// The breakpoints whose session and baggage filters the request matches, and whose expiry, hit
+    /// limit and rate allowed this hit (each has taken one of its hits and its rate).
     breakpoints: Vec<Arc<ArmedBreakpoint>>,
     /// The baggage entries they matched on.
     baggage: Vec<BaggageEntry>,
@@ -98,8 +100,9 @@ struct SessionHit {
     now_ms: i64,
 }
 
-/// Which of `probe`'s breakpoints the current request matches, with its session. Requests without
-/// one of the breakpoints' sessions, nearly all of them, leave at the first check, allocating nothing.
+/// Which of `probe`'s breakpoints the current request matches and is admitted by, with its session.
+/// Requests without one of the breakpoints' sessions, nearly all of them, leave at the first check;
+/// the session's own requests that a budget refuses (most of the rest) allocate and copy nothing.
 fn matching(probe: &ArmedProbe) -> Option<SessionHit> {
     Context::map_current(|cx| {
         let session = cx.get::<TrustedSession>()?;
@@ -112,7 +115,8 @@ fn matching(probe: &ArmedProbe) -> Option<SessionHit> {
             return None;
         }
         let baggage = cx.baggage();
-        let mut matched = Vec::new();
+        let mut budgets = Budgets::new(now_ms);
+        let mut admitted = Vec::new();
         let mut entries = Vec::new();
         for bp in probe.breakpoints.iter().filter(wanted) {
             let all_match = bp.definition.baggage_filters.iter().all(|filter| {
@@ -120,25 +124,68 @@ fn matching(probe: &ArmedProbe) -> Option<SessionHit> {
                     .get(filter.key.as_str())
                     .is_some_and(|value| value.as_str() == filter.value)
             });
-            if all_match {
-                for filter in &bp.definition.baggage_filters {
-                    if !entries.iter().any(|e: &BaggageEntry| e.key == filter.key) {
-                        entries.push(BaggageEntry {
-                            key: filter.key.clone(),
-                            value: filter.value.clone(),
-                        });
-                    }
-                }
-                matched.push(bp.clone());
+            if !all_match || !budgets.admit(bp) {
+                continue;
             }
+            for filter in &bp.definition.baggage_filters {
+                if !entries.iter().any(|e: &BaggageEntry| e.key == filter.key) {
+                    entries.push(BaggageEntry {
+                        key: filter.key.clone(),
+                        value: filter.value.clone(),
+                    });
+                }
+            }
+            admitted.push(bp.clone());
         }
-        (!matched.is_empty()).then(|| SessionHit {
+        (!admitted.is_empty()).then(|| SessionHit {
             session: session.clone(),
-            breakpoints: matched,
+            breakpoints: admitted,
             baggage: entries,
             now_ms,
         })
     })
+}
+
+/// The budgets a matching hit passes before any capture work, in order: the breakpoint's expiry, its
+/// hit limit, its rate, then the agent's rate. Each refusal is counted by reason on the breakpoint.
+struct Budgets {
+    now_ms: i64,
+    /// The monotonic clock, read when a rate is first checked.
+    now: Option<u64>,
+}
+
+impl Budgets {
+    fn new(now_ms: i64) -> Self {
+        Self { now_ms, now: None }
+    }
+
+    /// Whether `breakpoint` takes this hit; if so it has used one of its hits and its rate.
+    fn admit(&mut self, breakpoint: &ArmedBreakpoint) -> bool {
+        if breakpoint.is_expired(self.now_ms) {
+            breakpoint.refuse(DropReason::Expired);
+            return false;
+        }
+        if !breakpoint.take_hit() {
+            breakpoint.refuse(DropReason::HitLimit);
+            return false;
+        }
+        let now = *self.now.get_or_insert_with(monotonic_nanos);
+        let refused = if !breakpoint.rate.try_acquire(now) {
+            Some(DropReason::BreakpointRate)
+        } else {
+            match agent::running() {
+                Some(agent) if agent.global_rate.try_acquire(now) => return true,
+                Some(_) => Some(DropReason::GlobalRate),
+                // The agent is shutting down: nothing to refuse for, nothing to count.
+                None => None,
+            }
+        };
+        breakpoint.refund_hit();
+        if let Some(reason) = refused {
+            breakpoint.refuse(reason);
+        }
+        false
+    }
 }
 
 /// The armed probe `site` was hit.
@@ -147,6 +194,9 @@ pub fn fire(site: &'static Callsite, probe: &ArmedProbe, variables: CaptureVaria
         return;
     };
     let Some(agent) = agent::running() else {
+        for breakpoint in &hit.breakpoints {
+            breakpoint.refund_hit();
+        }
         return;
     };
     for breakpoint in &hit.breakpoints {
@@ -154,6 +204,8 @@ pub fn fire(site: &'static Callsite, probe: &ArmedProbe, variables: CaptureVaria
     }
 }
 
+/// Captures `breakpoint`'s snapshot of a hit it admitted, unless the queue is full or the condition
+/// says no (the hit is then given back).
 fn take_snapshot(
     agent: &AgentCore,
     site: &'static Callsite,
@@ -162,23 +214,10 @@ fn take_snapshot(
     variables: CaptureVariables<'_>,
 ) {
     let now_ms = hit.now_ms;
-    if breakpoint.is_expired(now_ms) {
-        return breakpoint.refuse(DropReason::Expired);
-    }
-    if !breakpoint.take_hit() {
-        return breakpoint.refuse(DropReason::HitLimit);
-    }
     let refuse = |reason| {
         breakpoint.refund_hit();
         breakpoint.refuse(reason);
     };
-    let now = monotonic_nanos();
-    if !breakpoint.rate.try_acquire(now) {
-        return refuse(DropReason::BreakpointRate);
-    }
-    if !agent.global_rate.try_acquire(now) {
-        return refuse(DropReason::GlobalRate);
-    }
     let limits = &breakpoint.limits;
     let reserved = limits.max_snapshot_bytes as usize + PENDING_OVERHEAD_BYTES;
     let Some(reservation) = agent.queue.try_reserve(reserved) else {

@@ -23,7 +23,7 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState}
 use opentelemetry::{Context, KeyValue};
 
 use crate::propagation::{
-    Baggage, HeaderError, MalformedReports, Report, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE,
+    visit_members, HeaderError, MalformedReports, Report, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE,
 };
 use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
 use crate::trace::{open_span, parse_span_id, LinkedTrace, SPAN_BAGGAGE_KEY};
@@ -269,24 +269,28 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
             .ok()
             .and_then(|state| state.to_header())
     });
-    let (baggage, report) = Baggage::from_headers_with_report(values(headers, BAGGAGE));
+    // Members are read where they lie in the header: only what is kept is copied. An untrusted
+    // peer's baggage is dropped, so there that is the session token alone, and a token is plain
+    // text, never copied.
+    let mut token = None;
+    let mut caller_span = None;
+    let mut entries: Vec<KeyValue> = Vec::new();
+    let (_, report) = visit_members(values(headers, BAGGAGE), |member| match member.key() {
+        // Later entries override earlier ones, as `Baggage::get` answers.
+        SESSION_BAGGAGE_KEY => token = Some(member.value()),
+        SPAN_BAGGAGE_KEY => caller_span = Some(member.value()),
+        key if trusted => entries.push(KeyValue::new(key.to_owned(), member.value().into_owned())),
+        _ => {}
+    });
     if report.malformed > 0 {
         log_malformed(MALFORMED.note(crate::propagation::HeaderKind::Baggage, now));
     }
-    let session = baggage
-        .get(SESSION_BAGGAGE_KEY)
-        .and_then(|token| TrustedSession::from_token(token).ok());
+    let session = token.and_then(|token| TrustedSession::from_token(&token).ok());
 
     let mut cx = base.clone();
     if trusted {
-        let caller_span = baggage.get(SPAN_BAGGAGE_KEY).and_then(parse_span_id);
+        let caller_span = caller_span.as_deref().and_then(parse_span_id);
         cx = open_span(cx, parent.as_ref().zip(state), caller_span);
-        let entries: Vec<KeyValue> = baggage
-            .entries()
-            .iter()
-            .filter(|entry| entry.key != SESSION_BAGGAGE_KEY && entry.key != SPAN_BAGGAGE_KEY)
-            .map(|entry| KeyValue::new(entry.key.clone(), entry.value.clone()))
-            .collect();
         if !entries.is_empty() {
             cx = cx.with_baggage(entries);
         }
@@ -385,6 +389,40 @@ mod tests {
         assert_eq!(
             cx.baggage().get("tenant.id").map(|v| v.as_str().to_owned()),
             Some("acme".into())
+        );
+    }
+
+    #[test]
+    fn a_trusted_callers_baggage_is_decoded_into_the_context_without_keyholes_own_entries() {
+        let cx = inbound_context(
+            &Context::new(),
+            &headers(&[
+                ("traceparent", CALLER),
+                (
+                    "baggage",
+                    "tenant.id=acme%20corp;p=1,keyhole.span=1111111111111111",
+                ),
+                (
+                    "baggage",
+                    "keyhole.span=2222222222222222, keyhole.session=v1.k.s.1.x,bad",
+                ),
+            ]),
+            true,
+        );
+        assert_eq!(
+            cx.baggage().get("tenant.id").map(|v| v.as_str().to_owned()),
+            Some("acme corp".into())
+        );
+        assert_eq!(
+            cx.baggage().len(),
+            1,
+            "keyhole's entries are not the application's"
+        );
+        let span = cx.get::<crate::RequestSpan>().expect("a span is opened");
+        assert_eq!(
+            span.parent_span_id.map(|id| id.to_string()),
+            Some("2222222222222222".into()),
+            "the last keyhole.span names the caller's request span"
         );
     }
 

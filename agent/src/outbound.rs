@@ -2,7 +2,7 @@
 //! travel on with the calls it makes, so the next service can verify the
 //! session again and its snapshots join the same trace.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::trace::{SpanId, TraceContextExt as _};
 use opentelemetry::Context;
@@ -22,12 +22,27 @@ use crate::trace::{new_span_id, RequestSpan, TraceStateHeader, SPAN_BAGGAGE_KEY}
 /// assert!(headers.is_empty(), "nothing to propagate outside a request");
 /// ```
 pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
-    for name in [TRACEPARENT, TRACESTATE, BAGGAGE] {
-        headers.remove(name);
+    let (traceparent, tracestate, baggage) = outbound_headers(cx);
+    // Each name is looked up once: set when there is a value, else cleared of what was there.
+    for (name, value) in [
+        (TRACEPARENT, traceparent),
+        (TRACESTATE, tracestate),
+        (BAGGAGE, baggage),
+    ] {
+        match value.and_then(|value| HeaderValue::try_from(value).ok()) {
+            // The string becomes the header's bytes without a copy.
+            Some(value) => headers.insert(name, value),
+            None => headers.remove(name),
+        };
     }
+}
+
+/// The `traceparent`, `tracestate` and `baggage` that calls made in `cx` carry.
+fn outbound_headers(cx: &Context) -> (Option<String>, Option<String>, Option<String>) {
     let span = cx.span();
     let context = span.span_context();
-    let mut baggage = Baggage::new();
+    let mut traceparent = None;
+    let mut tracestate = None;
     if context.is_valid() {
         let parent = TraceParent::new(
             context.trace_id().to_bytes(),
@@ -35,7 +50,7 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
             context.trace_flags().to_u8(),
         );
         if let Ok(parent) = parent {
-            insert(headers, TRACEPARENT, parent.to_header());
+            traceparent = Some(parent.to_header());
             // Our own span keeps the tracestate exactly as received; another
             // tracer's span carries its own.
             let ours = cx
@@ -45,24 +60,18 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
                 Some(TraceStateHeader(state)) if ours => state.clone(),
                 _ => context.trace_state().header(),
             };
-            if !state.is_empty() {
-                insert(headers, TRACESTATE, state);
-            }
+            tracestate = Some(state).filter(|state| !state.is_empty());
         }
     }
     let application = cx.baggage();
     let session = cx.get::<TrustedSession>();
+    let span_id = context.is_valid().then(|| context.span_id());
     if application.is_empty() {
         // Nothing to merge: the session's member was encoded when its token was verified.
-        if let Some(session) = session {
-            insert(
-                headers,
-                BAGGAGE,
-                session_only(session, context.is_valid().then(|| context.span_id())),
-            );
-        }
-        return;
+        let baggage = session.map(|session| session_only(session, span_id));
+        return (traceparent, tracestate, baggage);
     }
+    let mut baggage = Baggage::new();
     for (key, (value, _)) in application.iter() {
         // Entries that would break the limits are left out rather than cut.
         let _ = baggage.insert(key.as_str(), value.as_str().as_ref());
@@ -70,13 +79,11 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
     if let Some(session) = session {
         // The verified session goes on, and in place of any entry of its key the application set.
         let _ = baggage.insert(SESSION_BAGGAGE_KEY, session.token());
-        if context.is_valid() {
-            let _ = baggage.insert(SPAN_BAGGAGE_KEY, &context.span_id().to_string());
+        if let Some(span_id) = span_id {
+            let _ = baggage.insert(SPAN_BAGGAGE_KEY, &span_id.to_string());
         }
     }
-    if let Some(header) = baggage.to_header() {
-        insert(headers, BAGGAGE, header);
-    }
+    (traceparent, tracestate, baggage.to_header())
 }
 
 /// The `baggage` of a request whose only entries are Keyhole's: the session and, when the request
@@ -100,13 +107,6 @@ const SPAN_MEMBER_LEN: usize = 2 + SPAN_BAGGAGE_KEY.len() + 16;
 /// [`inject_context`] with the current context.
 pub fn inject_current(headers: &mut HeaderMap) {
     Context::map_current(|cx| inject_context(cx, headers));
-}
-
-/// Sets `name` to `value`, which becomes the header's bytes without a copy.
-fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(name, value);
-    }
 }
 
 /// A tonic interceptor that propagates the current context on gRPC calls.
@@ -259,5 +259,34 @@ mod tests {
             again["traceparent"], outgoing["traceparent"],
             "each call has its own parent-id"
         );
+    }
+
+    #[test]
+    fn headers_already_there_are_replaced_or_cleared_never_doubled() {
+        let stale = |headers: &mut HeaderMap| {
+            for name in ["traceparent", "tracestate", "baggage"] {
+                headers.append(name, "stale".parse().unwrap());
+                headers.append(name, "stale too".parse().unwrap());
+            }
+        };
+        let mut outgoing = HeaderMap::new();
+        stale(&mut outgoing);
+        inject_context(&Context::new(), &mut outgoing);
+        assert!(
+            outgoing.is_empty(),
+            "nothing of a request's own goes on: {outgoing:?}"
+        );
+
+        let (cx, _, _) = session_context();
+        stale(&mut outgoing);
+        inject_context(&cx, &mut outgoing);
+        assert_eq!(outgoing.get_all("traceparent").iter().count(), 1);
+        assert_ne!(outgoing["traceparent"], "stale");
+        assert!(outgoing.get("tracestate").is_none(), "the span has no tracestate");
+        assert_eq!(outgoing.get_all("baggage").iter().count(), 1);
+        assert!(outgoing["baggage"]
+            .to_str()
+            .unwrap()
+            .starts_with("keyhole.session="));
     }
 }

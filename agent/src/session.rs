@@ -160,14 +160,17 @@ impl TrustedSession {
 
 /// Tokens this agent verified, until they expire or the keys change.
 pub(crate) struct VerifiedTokens {
-    verified: DashMap<Box<str>, TrustedSession>,
+    /// Keyed with a fast, unkeyed-quality hash rather than SipHash: every request that carries a
+    /// session hashes its whole token here. Only tokens whose signature verified are inserted, so a
+    /// caller cannot fill the map with keys chosen to collide.
+    verified: DashMap<Box<str>, TrustedSession, foldhash::fast::RandomState>,
     checks: RateLimit,
 }
 
 impl Default for VerifiedTokens {
     fn default() -> Self {
         Self {
-            verified: DashMap::new(),
+            verified: DashMap::default(),
             checks: RateLimit::new(TOKEN_CHECKS_PER_SEC, TOKEN_CHECKS_PER_SEC as u32),
         }
     }
@@ -176,16 +179,17 @@ impl Default for VerifiedTokens {
 impl VerifiedTokens {
     /// The session `token` grants, from the cache or by checking its signature.
     pub fn verify(&self, verifier: &SessionVerifier, token: &str) -> Result<TrustedSession, SessionError> {
-        self.verify_at(verifier, token, unix_now(), monotonic_nanos())
+        // The monotonic clock is only read for a signature check, which is rare.
+        self.verify_at(verifier, token, unix_now(), monotonic_nanos)
     }
 
-    /// [`VerifiedTokens::verify`] at a given wall-clock second and monotonic instant.
+    /// [`VerifiedTokens::verify`] at a given wall-clock second, with the monotonic clock `instant`.
     fn verify_at(
         &self,
         verifier: &SessionVerifier,
         token: &str,
         now: u64,
-        instant: u64,
+        instant: impl FnOnce() -> u64,
     ) -> Result<TrustedSession, SessionError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(SessionError::Token(TokenError::Malformed(
@@ -203,7 +207,7 @@ impl VerifiedTokens {
         if !verifier.has_key(parsed.key_id) {
             return Err(SessionError::Token(TokenError::UnknownKey));
         }
-        if !self.checks.try_acquire(instant) {
+        if !self.checks.try_acquire(instant()) {
             return Err(SessionError::Busy);
         }
         let session = TrustedSession::verify(verifier, token, now)?;
@@ -261,7 +265,7 @@ mod tests {
         let one_instant = monotonic_nanos();
         for i in 0..1000 {
             let forged = forger.sign(&format!("ses-{i}"), unix_now() + 60).unwrap();
-            match tokens.verify_at(&verifier, &forged, unix_now(), one_instant) {
+            match tokens.verify_at(&verifier, &forged, unix_now(), || one_instant) {
                 Err(SessionError::Busy) => busy += 1,
                 Err(SessionError::Token(TokenError::BadSignature)) => {}
                 other => panic!("a forged token was accepted: {other:?}"),
@@ -277,7 +281,7 @@ mod tests {
         let a_second_later = one_instant + 1_000_000_000;
         assert!(
             tokens
-                .verify_at(&verifier, &genuine, unix_now(), a_second_later)
+                .verify_at(&verifier, &genuine, unix_now(), || a_second_later)
                 .is_ok(),
             "checks come back"
         );

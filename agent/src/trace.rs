@@ -7,7 +7,7 @@ use std::cell::Cell;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
 
-use crate::propagation::{TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
+use crate::propagation::{lower_hex_bytes, TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
 
 /// The baggage entry that names the caller's request span on calls made for
 /// a debug session. Each outbound call has its own `parent-id` (as W3C Trace
@@ -134,13 +134,31 @@ pub fn current_ids(cx: &Context) -> (String, String, String) {
 
 /// A span id in its W3C form, 16 lowercase hex digits, not all zero.
 pub fn parse_span_id(text: &str) -> Option<SpanId> {
-    if text.len() != 16
-        || !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    let id = SpanId::from_hex(text).ok()?;
+    let id = SpanId::from_bytes(lower_hex_bytes(text.as_bytes())?);
     (id != SpanId::INVALID).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_ids_are_sixteen_lowercase_hex_digits_not_all_zero() {
+        assert_eq!(
+            parse_span_id("00f067aa0ba902b7"),
+            Some(SpanId::from_bytes([
+                0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7
+            ]))
+        );
+        for bad in [
+            "00F067AA0BA902B7",
+            "00f067aa0ba902b",
+            "00f067aa0ba902b70",
+            "0000000000000000",
+            "",
+            "00f067aa0ba902bg",
+        ] {
+            assert_eq!(parse_span_id(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The `baggage` header (W3C Baggage): entries read from all `baggage` headers of a request under one
 //! shared budget, and written back percent-encoded within the same limits.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::limits::{MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
@@ -117,22 +118,9 @@ impl Baggage {
     pub fn from_headers_with_report<'a>(
         values: impl IntoIterator<Item = &'a [u8]>,
     ) -> (Baggage, BaggageReport) {
-        let mut baggage = Baggage::new();
-        let mut report = BaggageReport::default();
-        for member in values.into_iter().flat_map(list_members) {
-            let Some(member) = RawMember::parse(member) else {
-                report.malformed += 1;
-                continue;
-            };
-            let (decoded_len, encoded_value_len) = member.measure();
-            let encoded_len = member.key.len() + 1 + encoded_value_len + member.properties.len();
-            match baggage.budget.admit(encoded_len) {
-                Ok(()) => baggage.entries.push(member.into_entry(decoded_len, encoded_len)),
-                Err(Overflow::Members) => report.over_member_limit += 1,
-                Err(Overflow::Bytes) => report.over_byte_limit += 1,
-            }
-        }
-        (baggage, report)
+        let mut entries = Vec::new();
+        let (budget, report) = visit_members(values, |member| entries.push(member.into_entry()));
+        (Baggage { entries, budget }, report)
     }
 
     /// The value of the last entry with `key`: later entries override earlier ones, as in the OpenTelemetry
@@ -244,7 +232,7 @@ enum Overflow {
 
 /// Members and bytes used so far of the shared limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Budget {
+pub(crate) struct Budget {
     members: usize,
     /// Length of the header the members make, commas between them included.
     bytes: usize,
@@ -265,6 +253,74 @@ impl Budget {
         self.bytes = bytes;
         Ok(())
     }
+}
+
+/// A list-member that [`Baggage::from_headers_with_report`] keeps, still borrowed from the header: a reader
+/// that wants a few entries, or wants them in another form, takes them from here without the owned
+/// [`Baggage`] in between.
+pub(crate) struct MemberRef<'a> {
+    raw: RawMember<'a>,
+    decoded_len: usize,
+    encoded_len: usize,
+}
+
+impl<'a> MemberRef<'a> {
+    /// The key, an HTTP token.
+    pub(crate) fn key(&self) -> &'a str {
+        self.raw.key
+    }
+
+    /// The value, percent-decoded as in [`BaggageEntry::value`]; borrowed when it had no escapes.
+    pub(crate) fn value(&self) -> Cow<'a, str> {
+        match std::str::from_utf8(self.raw.value) {
+            // Plain bytes are ASCII: the check cannot fail, and decoding would change nothing.
+            Ok(plain) if self.raw.plain => Cow::Borrowed(plain),
+            _ => {
+                let mut value = String::with_capacity(self.decoded_len);
+                value.extend(decode(self.raw.value));
+                Cow::Owned(value)
+            }
+        }
+    }
+
+    /// The owned entry, its value's allocation sized exactly.
+    fn into_entry(self) -> BaggageEntry {
+        BaggageEntry {
+            key: self.raw.key.to_owned(),
+            value: self.value().into_owned(),
+            properties: self.raw.properties.to_owned(),
+            encoded_len: self.encoded_len,
+        }
+    }
+}
+
+/// Reads ALL `baggage` header values as [`Baggage::from_headers_with_report`] does, and hands each member
+/// it would keep to `keep`, in order, allocating nothing itself. Returns what the kept members take of the
+/// limits, and what was left out.
+pub(crate) fn visit_members<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    mut keep: impl FnMut(MemberRef<'a>),
+) -> (Budget, BaggageReport) {
+    let mut budget = Budget::default();
+    let mut report = BaggageReport::default();
+    for member in values.into_iter().flat_map(list_members) {
+        let Some(raw) = RawMember::parse(member) else {
+            report.malformed += 1;
+            continue;
+        };
+        let (decoded_len, encoded_value_len) = raw.measure();
+        let encoded_len = raw.key.len() + 1 + encoded_value_len + raw.properties.len();
+        match budget.admit(encoded_len) {
+            Ok(()) => keep(MemberRef {
+                raw,
+                decoded_len,
+                encoded_len,
+            }),
+            Err(Overflow::Members) => report.over_member_limit += 1,
+            Err(Overflow::Bytes) => report.over_byte_limit += 1,
+        }
+    }
+    (budget, report)
 }
 
 /// A well-formed list-member, still borrowed from the header.
@@ -308,26 +364,6 @@ impl<'a> RawMember<'a> {
         decode(self.value).fold((0, 0), |(decoded, encoded), c| {
             (decoded + c.len_utf8(), encoded + encoded_len(c))
         })
-    }
-
-    /// The owned entry; `decoded_len` from [`RawMember::measure`] sizes the value's allocation exactly,
-    /// and `encoded_len` is what the whole member takes in a header.
-    fn into_entry(self, decoded_len: usize, encoded_len: usize) -> BaggageEntry {
-        let value = match std::str::from_utf8(self.value) {
-            // Plain bytes are ASCII: the check cannot fail, and decoding would change nothing.
-            Ok(plain) if self.plain => plain.to_owned(),
-            _ => {
-                let mut value = String::with_capacity(decoded_len);
-                value.extend(decode(self.value));
-                value
-            }
-        };
-        BaggageEntry {
-            key: self.key.to_owned(),
-            value,
-            properties: self.properties.to_owned(),
-            encoded_len,
-        }
     }
 }
 

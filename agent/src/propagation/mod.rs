@@ -48,10 +48,11 @@ mod properties;
 
 use std::fmt;
 
+pub(crate) use baggage::visit_members;
 pub use baggage::{Baggage, BaggageEntry, BaggageReport};
 pub use limits::*;
 pub use report::{MalformedReports, Report};
-pub(crate) use syntax::push_hex;
+pub(crate) use syntax::{lower_hex_bytes, push_hex};
 pub use traceparent::{TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
 pub use tracestate::TraceState;
 

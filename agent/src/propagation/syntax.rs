@@ -63,26 +63,74 @@ pub(crate) fn token(bytes: &[u8]) -> Option<&str> {
 /// The lowercase hex digits, by value.
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+/// Hex digits [`push_hex`] writes between two appends to the string.
+const HEX_CHUNK: usize = 64;
+
 /// Appends `bytes` as lowercase hex, two digits a byte, as Trace Context writes ids.
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    out.reserve(2 * bytes.len());
-    for byte in bytes {
-        for nibble in [byte >> 4, byte & 0x0F] {
-            // A nibble is below 16: the lookup never misses.
-            out.push(char::from(
-                HEX_DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
+    // The digits are written into a buffer on the stack and appended a chunk at a time: pushing them
+    // one `char` at a time costs a capacity check and a UTF-8 encoding each.
+    let mut buffer = [0u8; HEX_CHUNK];
+    for chunk in bytes.chunks(HEX_CHUNK / 2) {
+        for (pair, byte) in buffer.chunks_exact_mut(2).zip(chunk) {
+            // A nibble is below 16: neither lookup misses.
+            for (digit, nibble) in pair.iter_mut().zip([byte >> 4, byte & 0x0F]) {
+                *digit = HEX_DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
+            }
         }
+        let written = buffer.get(..2 * chunk.len()).unwrap_or_default();
+        // Hex digits are ASCII: the check cannot fail.
+        out.push_str(std::str::from_utf8(written).unwrap_or_default());
     }
+}
+
+/// Marks a byte that is not a lowercase hex digit in [`LOWER_HEX`]; any value above 15 would do.
+const NOT_HEX: u8 = 0xF0;
+
+/// The value of every byte as a lowercase hex digit, or [`NOT_HEX`].
+static LOWER_HEX: [u8; 256] = lower_hex_table();
+
+// Evaluated while compiling: an index out of range would fail the build, never the host.
+#[allow(clippy::indexing_slicing)]
+const fn lower_hex_table() -> [u8; 256] {
+    let mut table = [NOT_HEX; 256];
+    let mut value = 0;
+    while value < HEX_DIGITS.len() {
+        table[HEX_DIGITS[value] as usize] = value as u8;
+        value += 1;
+    }
+    table
+}
+
+/// The value of a lowercase hex digit, or [`NOT_HEX`].
+#[inline]
+fn lower_hex_or_miss(byte: u8) -> u8 {
+    // Every `u8` is an index of the table: `get` never misses.
+    LOWER_HEX.get(usize::from(byte)).copied().unwrap_or(NOT_HEX)
 }
 
 /// The value of a lowercase hex digit; Trace Context allows no uppercase.
 pub(crate) fn lower_hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        _ => None,
+    let value = lower_hex_or_miss(byte);
+    (value != NOT_HEX).then_some(value)
+}
+
+/// The `N` bytes spelled by exactly `2 * N` lowercase hex digits, as Trace Context writes its ids.
+pub(crate) fn lower_hex_bytes<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    if digits.len() != 2 * N {
+        return None;
     }
+    let mut out = [0; N];
+    // Every digit is looked up and the misses are gathered, so there is one branch at the end, not one
+    // a digit: an id is read whole or refused.
+    let mut misses = 0;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let [high, low] = pair else { return None };
+        let (high, low) = (lower_hex_or_miss(*high), lower_hex_or_miss(*low));
+        misses |= high | low;
+        *byte = (high << 4) | (low & 0x0F);
+    }
+    (misses & NOT_HEX == 0).then_some(out)
 }
 
 /// The value of a hex digit of either case, as percent-encoding allows (RFC 3986 §2.1).
@@ -120,6 +168,7 @@ pub(crate) fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -163,6 +212,32 @@ mod tests {
         assert_eq!(lower_hex_value(b'F'), None);
         assert_eq!(hex_value(b'F'), Some(15));
         assert_eq!(hex_value(b'g'), None);
+        for byte in 0..=u8::MAX {
+            let defined = byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+            assert_eq!(lower_hex_value(byte).is_some(), defined, "{byte:#04x}");
+        }
+    }
+
+    #[test]
+    fn hex_fields_are_read_whole_or_refused() {
+        assert_eq!(lower_hex_bytes::<2>(b"00ff"), Some([0x00, 0xff]));
+        assert_eq!(lower_hex_bytes::<2>(b"a1b2"), Some([0xa1, 0xb2]));
+        for bad in [&b"00f"[..], b"00fff", b"00fF", b"0g00", b"-000", b"00 0"] {
+            assert_eq!(lower_hex_bytes::<2>(bad), None, "{bad:?}");
+        }
+        let mut hex = String::from("x");
+        let bytes: Vec<u8> = (0..=u8::MAX).collect();
+        push_hex(&mut hex, &bytes);
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            format!("x{expected}"),
+            "chunks longer than the buffer are written whole"
+        );
+        assert_eq!(
+            lower_hex_bytes::<256>(hex.as_bytes().get(1..).unwrap()),
+            Some(std::array::from_fn(|i| i as u8))
+        );
     }
 
     #[test]

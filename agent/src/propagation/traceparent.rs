@@ -1,7 +1,7 @@
 //! The `traceparent` header (W3C Trace Context Level 2): strict parsing of what callers send and
 //! formatting of what we send on.
 
-use super::syntax::{lower_hex_value, push_hex, trim_ows};
+use super::syntax::{lower_hex_bytes, push_hex, trim_ows};
 use super::{HeaderError, TraceParentField};
 
 /// Trace flag: the caller may have recorded this trace. A recommendation only; an untrusted caller may
@@ -156,18 +156,9 @@ impl TraceParent {
     }
 }
 
-/// The bytes spelled by exactly `2 * N` lowercase hex digits.
+/// The bytes spelled by exactly `2 * N` lowercase hex digits, when the field is there at all.
 fn hex_field<const N: usize>(digits: Option<&[u8]>) -> Option<[u8; N]> {
-    let digits = digits?;
-    if digits.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0; N];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let [high, low] = pair else { return None };
-        *byte = (lower_hex_value(*high)? << 4) | lower_hex_value(*low)?;
-    }
-    Some(out)
+    lower_hex_bytes(digits?)
 }
 
 #[cfg(test)]
