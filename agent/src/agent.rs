@@ -20,7 +20,7 @@ use crate::budget::RateLimit;
 use crate::callsite::{self, CALLSITES};
 use crate::install::Installed;
 use crate::queue::{snapshot_queue, SnapshotQueue, SnapshotReceiver};
-use crate::session::VerifiedTokens;
+use crate::session::{SessionError, TrustedSession, VerifiedTokens};
 
 /// Where the agent looks for the control plane unless told otherwise.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:7070";
@@ -477,6 +477,12 @@ impl AgentCore {
         self.verifier.load_full()
     }
 
+    /// The session `token` grants, checked with the current keys (see [`VerifiedTokens::verify`]).
+    pub(crate) fn verify_session(&self, token: &str) -> Result<TrustedSession, SessionError> {
+        // Borrowed for the check, not cloned: every request that carries a session comes here.
+        self.sessions.verify(&self.verifier.load(), token)
+    }
+
     /// Replaces the session keys (they rotate); keeps the old ones if the new
     /// ones are unusable.
     pub fn set_keys(&self, keys: &[VerificationKey]) {
@@ -512,6 +518,11 @@ pub(crate) fn release(core: &Arc<AgentCore>) {
 /// The running agent, if any.
 pub(crate) fn running() -> Option<Arc<AgentCore>> {
     RUNNING.load_full()
+}
+
+/// `f` of the running agent, if any, without taking a reference to it: for the request paths.
+pub(crate) fn with_running<R>(f: impl FnOnce(&AgentCore) -> R) -> Option<R> {
+    RUNNING.load().as_deref().map(f)
 }
 
 pub(crate) fn unix_millis() -> i64 {

@@ -110,8 +110,7 @@ impl TrustedSession {
     /// assert!(keyhole::TrustedSession::from_token("v1.k.s.1.sig").is_err());
     /// ```
     pub fn from_token(token: &str) -> Result<Self, SessionError> {
-        let agent = crate::agent::running().ok_or(SessionError::NoAgent)?;
-        agent.sessions.verify(&agent.verifier(), token)
+        crate::agent::with_running(|agent| agent.verify_session(token)).unwrap_or(Err(SessionError::NoAgent))
     }
 
     pub fn session_id(&self) -> &str {

@@ -68,20 +68,33 @@ const HEX_CHUNK: usize = 64;
 
 /// Appends `bytes` as lowercase hex, two digits a byte, as Trace Context writes ids.
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    // The digits are written into a buffer on the stack and appended a chunk at a time: pushing them
-    // one `char` at a time costs a capacity check and a UTF-8 encoding each.
+    // The digits are written into a buffer on the stack, a byte's two at once, and appended a chunk
+    // at a time: pushing them one `char` at a time costs a capacity check and a UTF-8 encoding each.
     let mut buffer = [0u8; HEX_CHUNK];
     for chunk in bytes.chunks(HEX_CHUNK / 2) {
         for (pair, byte) in buffer.chunks_exact_mut(2).zip(chunk) {
-            // A nibble is below 16: neither lookup misses.
-            for (digit, nibble) in pair.iter_mut().zip([byte >> 4, byte & 0x0F]) {
-                *digit = HEX_DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
-            }
+            // Every `u8` is an index of the table: `get` never misses.
+            pair.copy_from_slice(HEX_PAIRS.get(usize::from(*byte)).unwrap_or(&[b'0'; 2]));
         }
         let written = buffer.get(..2 * chunk.len()).unwrap_or_default();
         // Hex digits are ASCII: the check cannot fail.
         out.push_str(std::str::from_utf8(written).unwrap_or_default());
     }
+}
+
+/// Every byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = hex_pairs();
+
+// Evaluated while compiling: an index out of range would fail the build, never the host.
+#[allow(clippy::indexing_slicing)]
+const fn hex_pairs() -> [[u8; 2]; 256] {
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < pairs.len() {
+        pairs[byte] = [HEX_DIGITS[byte >> 4], HEX_DIGITS[byte & 0x0F]];
+        byte += 1;
+    }
+    pairs
 }
 
 /// Marks a byte that is not a lowercase hex digit in [`LOWER_HEX`]; any value above 15 would do.
