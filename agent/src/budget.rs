@@ -83,8 +83,9 @@ pub struct DropCounters {
 
 impl DropCounters {
     pub fn count(&self, reason: DropReason) {
-        if let Some(slot) = DROP_REASONS.iter().position(|r| *r == reason) {
-            self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        let slot = DROP_REASONS.iter().zip(&self.counts).find(|(r, _)| **r == reason);
+        if let Some((_, count)) = slot {
+            count.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -24,8 +24,12 @@
 //! agent.shutdown().await;
 //! # Ok(()) }
 //! ```
-// The host service must never panic because of the agent: nothing outside tests unwraps.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// The host service must never panic because of the agent: nothing outside tests unwraps or
+// indexes a slice in a way that can panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod agent;
 mod backoff;

@@ -53,10 +53,11 @@ impl StackAddresses {
             } else {
                 max_frames + AGENT_FRAMES
             };
-            if stack.len >= limit {
+            // The array holds the most any limit allows: `get_mut` never misses below `limit`.
+            let Some(slot) = stack.addresses.get_mut(stack.len).filter(|_| stack.len < limit) else {
                 return entry_found;
-            }
-            stack.addresses[stack.len] = frame.ip() as usize;
+            };
+            *slot = frame.ip() as usize;
             stack.len += 1;
             true
         });
@@ -67,7 +68,7 @@ impl StackAddresses {
     }
 
     pub fn addresses(&self) -> &[usize] {
-        &self.addresses[..self.len]
+        self.addresses.get(..self.len).unwrap_or_default()
     }
 }
 

@@ -29,7 +29,7 @@ impl Write for BoundedWriter<'_> {
         }
         if !self.cut {
             let end = floor_char_boundary(piece, self.room);
-            self.wire.raw(&piece.as_bytes()[..end]);
+            self.wire.raw(piece.as_bytes().get(..end).unwrap_or_default());
             self.room -= end;
             self.cut = true;
             self.omitted += (piece.len() - end) as u64;

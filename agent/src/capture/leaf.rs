@@ -44,21 +44,24 @@ pub(crate) fn short_type_name(full: &str, short: &mut String) {
     // Where the path being written started in `short`; a `::` cuts `short` back to it.
     let mut path_start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        let run = identifier_run(&bytes[i..]);
+    // Slices are taken with `get`: were an index ever not a char boundary, a character would be
+    // left out of the name rather than the host panic.
+    let from = |i: usize| bytes.get(i..).unwrap_or_default();
+    while let Some(byte) = at(i) {
+        let run = identifier_run(from(i));
         if run > 0 {
-            short.push_str(&full[i..i + run]);
+            short.push_str(full.get(i..i + run).unwrap_or_default());
             i += run;
             continue;
         }
-        match bytes[i] {
+        match byte {
             b':' if at(i + 1) == Some(b':') => {
                 i += 2;
                 short.truncate(path_start);
             }
             b'\'' => {
                 // A lifetime argument (`'_`, `'static`) and the separator after it.
-                i += 1 + identifier_run(&bytes[i + 1..]);
+                i += 1 + identifier_run(from(i + 1));
                 if at(i) == Some(b',') {
                     i += 1 + usize::from(at(i + 1) == Some(b' '));
                 } else if short.ends_with('<') && at(i) == Some(b'>') {
@@ -70,7 +73,7 @@ pub(crate) fn short_type_name(full: &str, short: &mut String) {
                 path_start = short.len();
             }
             _ => {
-                short.push_str(&full[i..i + 1]);
+                short.push_str(full.get(i..i + 1).unwrap_or_default());
                 i += 1;
                 path_start = short.len();
             }
@@ -157,7 +160,11 @@ impl Capturer<'_> {
     /// `bytes` cut to the text limit (the string limit covers byte strings too).
     pub(crate) fn bytes(&mut self, bytes: &[u8]) {
         let kept = bytes.len().min(self.text_limit());
-        self.bytes_message(value::BYTES, &bytes[..kept], (bytes.len() - kept) as u64);
+        self.bytes_message(
+            value::BYTES,
+            bytes.get(..kept).unwrap_or_default(),
+            (bytes.len() - kept) as u64,
+        );
     }
 
     /// A `Text` or `Bytes` message: content and how much was cut, of known length.
@@ -204,7 +211,8 @@ impl Capturer<'_> {
     /// A value that could not be captured, with why. The message is cut to the string limit but not to the
     /// remaining budget: a failure should be visible even in a nearly full snapshot.
     pub(crate) fn capture_error(&mut self, message: &str) {
-        let message = &message.as_bytes()[..floor_char_boundary(message, self.limits.max_string_bytes)];
+        let end = floor_char_boundary(message, self.limits.max_string_bytes);
+        let message = message.as_bytes().get(..end).unwrap_or_default();
         self.wire.header(value::ERROR, string_field_len(message));
         self.wire.string_field(wire::error::MESSAGE, message);
     }
