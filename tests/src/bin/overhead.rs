@@ -86,6 +86,8 @@ struct Args {
 
 /// What one run of one configuration measured.
 struct RunFigures {
+    /// The round it ran in, from 1.
+    round: usize,
     configuration: Configuration,
     report: LoadReport,
     rss: RssSeries,
@@ -142,7 +144,15 @@ fn run(args: &Args) -> Result<(), String> {
             } else {
                 seconds
             };
-            let figures = measure(configuration, args, &binaries, length, warmup, stop.clone())?;
+            let figures = measure(
+                round,
+                configuration,
+                args,
+                &binaries,
+                length,
+                warmup,
+                stop.clone(),
+            )?;
             print_run(round, args.rounds, &figures);
             runs.push(figures);
         }
@@ -156,6 +166,7 @@ fn run(args: &Args) -> Result<(), String> {
 
 /// Starts `configuration`, warms it up, loads it, and stops it.
 fn measure(
+    round: usize,
     configuration: Configuration,
     args: &Args,
     binaries: &Binaries,
@@ -188,6 +199,7 @@ fn measure(
     let rss = sampler.finish();
     let answered = (report.ok + report.errors.total()).max(1);
     Ok(RunFigures {
+        round,
         configuration,
         report,
         rss,
@@ -360,11 +372,13 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
             (_, Some(high)) => ("<=", high, value <= high),
             _ => continue,
         };
+        let paired = paired_ratios(runs, goal.configuration, goal.figure);
         println!(
-            "- {} {} / a {relation} {bound:.2}: {value:.3} {}",
+            "- {} {} / a {relation} {bound:.2}: {value:.3} {}; round by round {}",
             goal.configuration.letter(),
             goal.figure,
-            if met { "met" } else { "MISSED" }
+            if met { "met" } else { "MISSED" },
+            describe_spread(&paired)
         );
     }
     for &configuration in configurations {
@@ -405,6 +419,38 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
             worst.rss.samples,
             if growth <= bound { "met" } else { "MISSED" }
         );
+    }
+}
+
+/// Round by round, `configuration`'s `figure` ("throughput" or "p99") over a's in the same round. A
+/// machine whose speed drifts over minutes moves both runs of a round alike, which the ratio of the
+/// medians over all rounds does not see.
+fn paired_ratios(runs: &[RunFigures], configuration: Configuration, figure: &str) -> Vec<f64> {
+    let value = |run: &RunFigures| match figure {
+        "throughput" => run.report.throughput(),
+        _ => millis(run.report.latency.p99),
+    };
+    runs.iter()
+        .filter(|run| run.configuration == configuration)
+        .filter_map(|run| {
+            let baseline = runs
+                .iter()
+                .find(|a| a.round == run.round && a.configuration == Configuration::CompiledOut)?;
+            Some(value(run) / value(baseline))
+        })
+        .collect()
+}
+
+/// "median 0.981 (0.962-0.995, 6 rounds)", or "no round with a".
+fn describe_spread(ratios: &[f64]) -> String {
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match ratios.len() {
+        0 => "no round with a".to_owned(),
+        n => format!(
+            "median {:.3} ({low:.3}-{high:.3}, {n} rounds)",
+            median(ratios.to_vec())
+        ),
     }
 }
 
