@@ -63,6 +63,11 @@ impl ArmedBreakpoint {
         self.hits.load(Ordering::Relaxed)
     }
 
+    /// Whether every hit the breakpoint allows has been taken.
+    fn hits_used_up(&self) -> bool {
+        self.hits.load(Ordering::Relaxed) >= self.definition.max_hits
+    }
+
     /// Takes one of the breakpoint's hits, unless they are used up.
     fn take_hit(&self) -> bool {
         self.hits
@@ -160,30 +165,31 @@ impl Budgets {
     }
 
     /// Whether `breakpoint` takes this hit; if so it has used one of its hits and its rate.
+    ///
+    /// The hit limit is read before the rates are asked and taken after them, so that a hit a rate
+    /// refuses (most hits of a session's requests) writes nothing shared but its drop counter: no hit
+    /// taken and given back on a cache line every serving thread uses.
     fn admit(&mut self, breakpoint: &ArmedBreakpoint) -> bool {
-        if breakpoint.is_expired(self.now_ms) {
-            breakpoint.refuse(DropReason::Expired);
-            return false;
-        }
-        if !breakpoint.take_hit() {
-            breakpoint.refuse(DropReason::HitLimit);
-            return false;
-        }
-        let now = *self.now.get_or_insert_with(monotonic_nanos);
-        let refused = if !breakpoint.rate.try_acquire(now) {
-            Some(DropReason::BreakpointRate)
+        let refused = if breakpoint.is_expired(self.now_ms) {
+            DropReason::Expired
+        } else if breakpoint.hits_used_up() {
+            DropReason::HitLimit
         } else {
-            match agent::running() {
-                Some(agent) if agent.global_rate.try_acquire(now) => return true,
-                Some(_) => Some(DropReason::GlobalRate),
-                // The agent is shutting down: nothing to refuse for, nothing to count.
-                None => None,
+            let now = *self.now.get_or_insert_with(monotonic_nanos);
+            if !breakpoint.rate.try_acquire(now) {
+                DropReason::BreakpointRate
+            } else {
+                match agent::with_running(|agent| agent.global_rate.try_acquire(now)) {
+                    Some(true) if breakpoint.take_hit() => return true,
+                    // Another thread took the last hit since the check above.
+                    Some(true) => DropReason::HitLimit,
+                    Some(false) => DropReason::GlobalRate,
+                    // The agent is shutting down: nothing to refuse for, nothing to count.
+                    None => return false,
+                }
             }
         };
-        breakpoint.refund_hit();
-        if let Some(reason) = refused {
-            breakpoint.refuse(reason);
-        }
+        breakpoint.refuse(refused);
         false
     }
 }
