@@ -78,10 +78,7 @@ impl Callsite {
     #[cold]
     #[inline(never)]
     pub fn hit(&'static self, variables: CaptureVariables<'_>) {
-        let probe = self.probe.load();
-        if let Some(probe) = probe.as_deref() {
-            crate::fire::fire(self, probe, variables);
-        }
+        crate::fire::fire(self, &self.probe, variables);
     }
 
     /// Where [`Callsite::hit`] starts: stack traces begin at its caller.

@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
 use keyhole_proto::condition::Condition;
 use keyhole_proto::v1::{BaggageEntry, Breakpoint, CaptureLimits, DropReason, Snapshot};
 use opentelemetry::baggage::BaggageExt as _;
@@ -108,9 +109,12 @@ struct SessionHit {
 /// Which of `probe`'s breakpoints the current request matches and is admitted by, with its session.
 /// Requests without one of the breakpoints' sessions, nearly all of them, leave at the first check;
 /// the session's own requests that a budget refuses (most of the rest) allocate and copy nothing.
-fn matching(probe: &ArmedProbe) -> Option<SessionHit> {
+fn matching(installed: &ArcSwapOption<ArmedProbe>) -> Option<SessionHit> {
     Context::map_current(|cx| {
         let session = cx.get::<TrustedSession>()?;
+        // Loaded only now: a request without a session never touches the breakpoints.
+        let probe = installed.load();
+        let probe = probe.as_deref()?;
         let wanted = |bp: &&Arc<ArmedBreakpoint>| bp.definition.session_id == session.session_id();
         if !probe.breakpoints.iter().any(|bp| wanted(&bp)) {
             return None;
@@ -194,9 +198,9 @@ impl Budgets {
     }
 }
 
-/// The armed probe `site` was hit.
-pub fn fire(site: &'static Callsite, probe: &ArmedProbe, variables: CaptureVariables<'_>) {
-    let Some(hit) = matching(probe) else {
+/// The armed probe `site`, whose breakpoints are `installed`, was hit.
+pub fn fire(site: &'static Callsite, installed: &ArcSwapOption<ArmedProbe>, variables: CaptureVariables<'_>) {
+    let Some(hit) = matching(installed) else {
         return;
     };
     let Some(agent) = agent::running() else {
