@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Costs out of callgrind profiles (such as `instructions --profiles DIR` keeps), per call or per request.
+
+  callgrind-costs.py per-call REGEX FILE...            inclusive instructions per call of the functions
+                                                       matching REGEX (calls from outside them)
+  callgrind-costs.py callees REGEX FILE...             what the functions matching REGEX spend in each
+                                                       function they call, per call of theirs
+  callgrind-costs.py diff REQUESTS 'GLOB_A' 'GLOB_B'   self instructions per request by function,
+                                                       profiles B minus profiles A
+
+Example: python3 tests/tools/callgrind-costs.py per-call 'inbound_context$' /tmp/profiles/d-shop-*.callgrind.*
+"""
+import glob
+import re
+import sys
+
+NAME = re.compile(r"\((\d+)\)(?:\s+(.*))?")
+
+
+def records(path):
+    """(caller, callee or None, calls or None, cost) for every cost line of one profile."""
+    names = {}
+
+    def name(spec):
+        match = NAME.match(spec)
+        if not match:
+            return spec
+        if match.group(2):
+            names[match.group(1)] = match.group(2)
+        return names.get(match.group(1), spec)
+
+    fn = cfn = None
+    calls = None
+    with open(path, errors="replace") as lines:
+        for line in lines:
+            line = line.rstrip("\n")
+            if line.startswith("fn="):
+                fn, cfn, calls = name(line[3:]), None, None
+            elif line.startswith("cfn="):
+                cfn = name(line[4:])
+            elif line.startswith("calls="):
+                calls = int(line[6:].split()[0])
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                parts = line.split()
+                cost = int(parts[1]) if len(parts) > 1 else 0
+                if calls is not None:
+                    yield fn, cfn, calls, cost
+                    calls = None
+                else:
+                    yield fn, None, None, cost
+
+
+def per_call(pattern, files):
+    totals = {}
+    for path in files:
+        for fn, callee, calls, cost in records(path):
+            if callee and callee != fn and pattern.search(callee):
+                entry = totals.setdefault(callee, [0, 0])
+                entry[0] += calls
+                entry[1] += cost
+    for callee, (calls, cost) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:20]:
+        print(f"{cost / calls:10.0f}/call {calls:9d} calls  {callee[:150]}")
+
+
+def callees(pattern, files):
+    spent, own, calls_in = {}, 0, 0
+    for path in files:
+        for fn, callee, calls, cost in records(path):
+            inside = fn is not None and pattern.search(fn)
+            if callee is None:
+                own += cost if inside else 0
+            elif inside and callee != fn:
+                entry = spent.setdefault(callee, [0, 0])
+                entry[0] += calls
+                entry[1] += cost
+            elif callee and pattern.search(callee) and callee != fn:
+                calls_in += calls
+    per = max(calls_in, 1)
+    print(f"{calls_in} calls, {own / per:.0f} instructions of their own per call")
+    for callee, (calls, cost) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:25]:
+        print(f"{cost / per:8.0f}/call {calls / per:6.2f} calls  {callee[:140]}")
+
+
+def own_costs(files):
+    costs = {}
+    for path in files:
+        for fn, callee, _, cost in records(path):
+            if callee is None and fn is not None:
+                costs[fn] = costs.get(fn, 0) + cost
+    return costs
+
+
+def diff(requests, glob_a, glob_b):
+    a, b = own_costs(glob.glob(glob_a)), own_costs(glob.glob(glob_b))
+    rows = sorted(((b.get(k, 0) - a.get(k, 0)) / requests, k) for k in set(a) | set(b))
+    print(f"{sum(r[0] for r in rows):.0f} instructions per request more in B")
+    for delta, fn in rows[::-1][:40]:
+        print(f"{delta:8.0f}  {fn[:130]}")
+
+
+def main(argv):
+    if len(argv) < 3 or argv[0] not in ("per-call", "callees", "diff"):
+        sys.exit(__doc__)
+    if argv[0] == "diff":
+        if len(argv) != 4:
+            sys.exit(__doc__)
+        diff(int(argv[1]), argv[2], argv[3])
+    elif argv[0] == "per-call":
+        per_call(re.compile(argv[1]), argv[2:])
+    else:
+        callees(re.compile(argv[1]), argv[2:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
