@@ -76,6 +76,10 @@ struct Args {
     /// The frontend agent's snapshot queue bound in MiB (the agent's default, which the shop keeps).
     #[arg(long, default_value_t = 16.0)]
     queue_bound_mib: f64,
+    /// Run each configuration at the same time as a run of a, pair by pair, instead of one after
+    /// the other: both then see the same machine at the same moment, and each ratio is of the pair.
+    #[arg(long)]
+    side_by_side: bool,
     /// Use the release binaries already built instead of running cargo.
     #[arg(long)]
     no_build: bool,
@@ -133,6 +137,8 @@ fn run(args: &Args) -> Result<(), String> {
     println!();
 
     let mut runs = Vec::new();
+    // Side by side, each pair is a round of its own, so that ratios are taken within the pair.
+    let mut pair = 0;
     'rounds: for round in 1..=args.rounds {
         for configuration in in_turn(&configurations, round) {
             if stop.load(Ordering::Relaxed) {
@@ -144,17 +150,25 @@ fn run(args: &Args) -> Result<(), String> {
             } else {
                 seconds
             };
-            let figures = measure(
-                round,
-                configuration,
-                args,
-                &binaries,
+            let together = match (args.side_by_side, configuration) {
+                (false, _) => vec![configuration],
+                // a is the other half of every pair.
+                (true, Configuration::CompiledOut) => continue,
+                (true, _) => {
+                    pair += 1;
+                    vec![Configuration::CompiledOut, configuration]
+                }
+            };
+            let at = if args.side_by_side { pair } else { round };
+            let load = Load {
                 length,
                 warmup,
-                stop.clone(),
-            )?;
-            print_run(round, args.rounds, &figures);
-            runs.push(figures);
+                stop: stop.clone(),
+            };
+            for figures in measure(at, &together, args, &binaries, &load)? {
+                print_run(round, args.rounds, &figures);
+                runs.push(figures);
+            }
         }
     }
     println!();
@@ -164,47 +178,92 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts `configuration`, warms it up, loads it, and stops it.
-fn measure(
-    round: usize,
-    configuration: Configuration,
-    args: &Args,
-    binaries: &Binaries,
+/// How long to load each run, after how long a warm-up, until when.
+struct Load {
     length: Duration,
     warmup: Duration,
     stop: Arc<AtomicBool>,
-) -> Result<RunFigures, String> {
-    let shop = RunningShop::start(configuration, binaries)?;
-    let session = shop.session_share(args.session_fraction);
-    let plan = LoadPlan {
-        target: Target::parse(shop.frontend_url())?,
-        concurrency: args.concurrency,
-        requests: args.requests,
-        duration: length,
-        session,
-        request_timeout: Duration::from_secs(5),
-        client_threads: args.client_threads,
-    };
-    let sampler = RssSampler::start(shop.frontend_pid(), RSS_EVERY);
-    if !warmup.is_zero() {
-        let warm = LoadPlan {
-            duration: warmup,
-            ..plan.clone()
-        };
-        load::run(&warm, stop.clone())?;
+}
+
+/// Starts each of `configurations` (one, or a pair side by side), warms them up, loads them all at
+/// once, and stops them.
+fn measure(
+    round: usize,
+    configurations: &[Configuration],
+    args: &Args,
+    binaries: &Binaries,
+    load: &Load,
+) -> Result<Vec<RunFigures>, String> {
+    let shops = configurations
+        .iter()
+        .map(|&configuration| RunningShop::start(configuration, binaries))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plans = shops
+        .iter()
+        .map(|shop| {
+            Ok(LoadPlan {
+                target: Target::parse(shop.frontend_url())?,
+                concurrency: args.concurrency,
+                requests: args.requests,
+                duration: load.length,
+                session: shop.session_share(args.session_fraction),
+                request_timeout: Duration::from_secs(5),
+                client_threads: args.client_threads,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let samplers: Vec<RssSampler> = shops
+        .iter()
+        .map(|shop| RssSampler::start(shop.frontend_pid(), RSS_EVERY))
+        .collect();
+    if !load.warmup.is_zero() {
+        let warm: Vec<LoadPlan> = plans
+            .iter()
+            .map(|plan| LoadPlan {
+                duration: load.warmup,
+                ..plan.clone()
+            })
+            .collect();
+        run_together(&warm, &load.stop)?;
     }
-    let cpu = CpuMeter::start(&shop.service_pids());
-    let report = load::run(&plan, stop)?;
-    let cpu_spent = cpu.spent();
-    let rss = sampler.finish();
-    let answered = (report.ok + report.errors.total()).max(1);
-    Ok(RunFigures {
-        round,
-        configuration,
-        report,
-        rss,
-        cpu_per_request: cpu_spent.as_secs_f64() * 1e6 / answered as f64,
-        captures: shop.captures(),
+    let meters: Vec<CpuMeter> = shops
+        .iter()
+        .map(|shop| CpuMeter::start(&shop.service_pids()))
+        .collect();
+    let reports = run_together(&plans, &load.stop)?;
+    let spent: Vec<Duration> = meters.iter().map(CpuMeter::spent).collect();
+    let figures = shops
+        .iter()
+        .zip(configurations)
+        .zip(reports)
+        .zip(samplers)
+        .zip(spent)
+        .map(|((((shop, &configuration), report), sampler), cpu_spent)| {
+            let answered = (report.ok + report.errors.total()).max(1);
+            RunFigures {
+                round,
+                configuration,
+                rss: sampler.finish(),
+                cpu_per_request: cpu_spent.as_secs_f64() * 1e6 / answered as f64,
+                captures: shop.captures(),
+                report,
+            }
+        })
+        .collect();
+    Ok(figures)
+}
+
+/// Runs every plan at the same time, each from its own thread, and waits for all of them.
+fn run_together(plans: &[LoadPlan], stop: &Arc<AtomicBool>) -> Result<Vec<LoadReport>, String> {
+    std::thread::scope(|scope| {
+        let clients: Vec<_> = plans
+            .iter()
+            .map(|plan| scope.spawn(|| load::run(plan, stop.clone())))
+            .collect();
+        clients
+            .into_iter()
+            .map(|client| client.join().map_err(|_| "a load client panicked".to_owned())?)
+            .collect()
     })
 }
 
