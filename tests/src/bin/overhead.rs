@@ -156,7 +156,12 @@ fn run(args: &Args) -> Result<(), String> {
                 (true, Configuration::CompiledOut) => continue,
                 (true, _) => {
                     pair += 1;
-                    vec![Configuration::CompiledOut, configuration]
+                    // Which of the two starts first, and whose client starts first, alternates.
+                    if pair % 2 == 1 {
+                        vec![Configuration::CompiledOut, configuration]
+                    } else {
+                        vec![configuration, Configuration::CompiledOut]
+                    }
                 }
             };
             let at = if args.side_by_side { pair } else { round };
