@@ -65,6 +65,10 @@ struct Args {
     /// Minutes each cargo build may take.
     #[arg(long, default_value_t = 30)]
     build_timeout_min: u64,
+    /// Also simulate the caches (callgrind's `--cache-sim=yes`, about twice as slow) and report the
+    /// serving threads' first-level and last-level misses per request.
+    #[arg(long)]
+    cache_sim: bool,
 }
 
 /// What one configuration executed for the counted requests.
@@ -83,7 +87,11 @@ impl Figures {
     }
 
     fn serving_per_request(&self) -> f64 {
-        self.counts.serving as f64 / self.requests.max(1) as f64
+        self.per_request(self.counts.serving)
+    }
+
+    fn per_request(&self, count: u64) -> f64 {
+        count as f64 / self.requests.max(1) as f64
     }
 }
 
@@ -97,7 +105,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let configurations = Configuration::chosen(&args.configs)?;
     let binaries = build::ready(args.no_build, Duration::from_secs(args.build_timeout_min * 60))?;
-    let callgrind = Callgrind::new(args.profiles.as_deref())?;
+    let callgrind = Callgrind::new(args.profiles.as_deref(), args.cache_sim)?;
 
     let mut figures = Vec::new();
     for &configuration in &configurations {
@@ -124,6 +132,8 @@ fn run(args: &Args) -> Result<(), String> {
             let of = callgrind.counts(&profile_name(configuration.letter(), service))?;
             counts.serving += of.serving;
             counts.agent += of.agent;
+            counts.serving_l1_misses += of.serving_l1_misses;
+            counts.serving_ll_misses += of.serving_ll_misses;
         }
         let run = Figures {
             configuration,
@@ -176,6 +186,26 @@ fn summarise(figures: &[Figures], args: &Args) {
             f.serving_per_request() / a.serving_per_request(),
             f.counts.agent,
             f.stored(),
+        );
+    }
+    if !args.cache_sim {
+        return;
+    }
+    println!();
+    println!("Cache simulation (callgrind's model of this machine's caches), serving threads, per request:");
+    println!();
+    println!("| config | first-level misses | vs a | last-level misses | vs a |");
+    println!("|---|---:|---:|---:|---:|");
+    for f in figures {
+        let (l1, ll) = (
+            f.per_request(f.counts.serving_l1_misses),
+            f.per_request(f.counts.serving_ll_misses),
+        );
+        println!(
+            "| {} | {l1:.0} | {:.4} | {ll:.1} | {:.4} |",
+            f.configuration.letter(),
+            l1 / a.per_request(a.counts.serving_l1_misses),
+            ll / a.per_request(a.counts.serving_ll_misses),
         );
     }
 }

@@ -37,6 +37,8 @@ fn remove_profiles(dir: &Path) -> Result<(), String> {
 /// Where the profiles go, for the services started through it.
 pub struct Callgrind {
     dir: Profiles,
+    /// Whether callgrind also simulates the caches (`--cache-sim=yes`), counting misses.
+    cache_sim: bool,
 }
 
 /// A directory the profiles are kept in, or a temporary one removed with them.
@@ -66,12 +68,35 @@ pub struct Counts {
     pub serving: u64,
     /// The agent's own thread: uploads, stack symbolisation, the breakpoint stream.
     pub agent: u64,
+    /// With the cache simulation, the serving threads' misses in the first-level caches
+    /// (instruction and data, reads and writes)...
+    pub serving_l1_misses: u64,
+    /// ... and in the last-level cache, the ones that go to memory.
+    pub serving_ll_misses: u64,
 }
+
+/// The events a profile counts, in the order of its `events:` line, and their totals on its
+/// `summary:` line.
+fn summary(profile: &str) -> Option<Vec<(&str, u64)>> {
+    let line = |prefix: &str| profile.lines().find_map(|line| line.strip_prefix(prefix));
+    let events = line("events:")?.split_whitespace();
+    let totals = line("summary:")?
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().ok());
+    events
+        .zip(totals)
+        .map(|(event, total)| Some((event, total?)))
+        .collect()
+}
+
+/// The first-level and the last-level misses callgrind's cache simulation names.
+const L1_MISS_EVENTS: [&str; 3] = ["I1mr", "D1mr", "D1mw"];
+const LL_MISS_EVENTS: [&str; 3] = ["ILmr", "DLmr", "DLmw"];
 
 impl Callgrind {
     /// Checks that valgrind and callgrind_control are installed. The profiles are kept in `keep`
     /// (created if need be) when given, else removed when this is dropped.
-    pub fn new(keep: Option<&Path>) -> Result<Callgrind, String> {
+    pub fn new(keep: Option<&Path>, cache_sim: bool) -> Result<Callgrind, String> {
         for tool in ["valgrind", "callgrind_control"] {
             let found = Command::new(tool)
                 .arg("--version")
@@ -96,7 +121,7 @@ impl Callgrind {
                 tempfile::tempdir().map_err(|e| format!("cannot create a profile directory: {e}"))?,
             ),
         };
-        Ok(Callgrind { dir })
+        Ok(Callgrind { dir, cache_sim })
     }
 
     /// The command that runs `binary` under callgrind, its profiles named `name` ([`profile_name`]).
@@ -106,6 +131,10 @@ impl Callgrind {
             .arg("--tool=callgrind")
             .arg("--separate-threads=yes")
             .arg(format!("--callgrind-out-file={}", self.profile(name).display()))
+            .arg(format!(
+                "--cache-sim={}",
+                if self.cache_sim { "yes" } else { "no" }
+            ))
             .arg(binary);
         command
     }
@@ -146,15 +175,22 @@ impl Callgrind {
         for (_, path) in profiles {
             let profile =
                 std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-            let executed = profile
-                .lines()
-                .find_map(|line| line.strip_prefix("summary:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .ok_or_else(|| format!("{} has no summary line", path.display()))?;
+            let totals = summary(&profile)
+                .ok_or_else(|| format!("{} has no events or summary line", path.display()))?;
+            let sum = |names: &[&str]| -> u64 {
+                totals
+                    .iter()
+                    .filter(|(event, _)| names.contains(event))
+                    .map(|(_, total)| total)
+                    .sum()
+            };
+            let executed = sum(&["Ir"]);
             if profile.contains(AGENT_THREAD_FUNCTION) {
                 counts.agent += executed;
             } else {
                 counts.serving += executed;
+                counts.serving_l1_misses += sum(&L1_MISS_EVENTS);
+                counts.serving_ll_misses += sum(&LL_MISS_EVENTS);
             }
         }
         Ok(counts)
@@ -177,5 +213,23 @@ impl Callgrind {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_is_read_event_by_event() {
+        let plain = "version: 1\nevents: Ir\nsummary: 1234\n";
+        assert_eq!(summary(plain), Some(vec![("Ir", 1234)]));
+        let simulated = "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\nsummary: 100 40 20 3 5 2 1 2 0\n";
+        let totals = summary(simulated).unwrap();
+        assert_eq!(totals.len(), 9);
+        assert_eq!(totals[0], ("Ir", 100));
+        assert_eq!(totals[4], ("D1mr", 5));
+        assert_eq!(summary("events: Ir\n"), None, "no summary");
+        assert_eq!(summary("events: Ir\nsummary: x\n"), None, "not a number");
     }
 }
