@@ -8,9 +8,13 @@
   callgrind-costs.py diff REQUESTS 'GLOB_A' 'GLOB_B'   self instructions per request by function,
                                                        profiles B minus profiles A
 
+Costs are instructions (the event Ir) unless EVENT is set in the environment to another event the
+profiles count, such as DLmr for last-level data read misses of `instructions --cache-sim`.
+
 Example: python3 tests/tools/callgrind-costs.py per-call 'inbound_context$' /tmp/profiles/d-shop-*.callgrind.*
 """
 import glob
+import os
 import re
 import sys
 
@@ -31,10 +35,18 @@ def records(path):
 
     fn = cfn = None
     calls = None
+    # Which column of a cost line holds the event: the first after the position by default.
+    column = 1
     with open(path, errors="replace") as lines:
         for line in lines:
             line = line.rstrip("\n")
-            if line.startswith("fn="):
+            if line.startswith("events:"):
+                events = line[len("events:"):].split()
+                wanted = os.environ.get("EVENT", "Ir")
+                if wanted not in events:
+                    sys.exit(f"{path} counts {' '.join(events)}, not {wanted}")
+                column = 1 + events.index(wanted)
+            elif line.startswith("fn="):
                 fn, cfn, calls = name(line[3:]), None, None
             elif line.startswith("cfn="):
                 cfn = name(line[4:])
@@ -42,7 +54,7 @@ def records(path):
                 calls = int(line[6:].split()[0])
             elif line[:1].isdigit() or line[:1] in "+-*":
                 parts = line.split()
-                cost = int(parts[1]) if len(parts) > 1 else 0
+                cost = int(parts[column]) if len(parts) > column else 0
                 if calls is not None:
                     yield fn, cfn, calls, cost
                     calls = None
