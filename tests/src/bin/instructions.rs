@@ -65,6 +65,11 @@ struct Args {
     /// Minutes each cargo build may take.
     #[arg(long, default_value_t = 30)]
     build_timeout_min: u64,
+    /// The breakpoints' rate in c, d and e, snapshots a second (default: the control plane's). A
+    /// very low rate (0.001) leaves one snapshot per breakpoint, so that what the session's
+    /// requests cost is counted without the captures, which callgrind's slowness overweights.
+    #[arg(long)]
+    breakpoint_rate: Option<f64>,
     /// Also simulate the caches (callgrind's `--cache-sim=yes`, about twice as slow) and report the
     /// serving threads' first-level and last-level misses per request.
     #[arg(long)]
@@ -109,7 +114,8 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut figures = Vec::new();
     for &configuration in &configurations {
-        let shop = RunningShop::start_under(configuration, &binaries, Some(&callgrind))?;
+        let shop =
+            RunningShop::start_under(configuration, &binaries, Some(&callgrind), args.breakpoint_rate)?;
         let session = shop.session_share(args.session_fraction);
         let target = Target::parse(shop.frontend_url())?;
         let plan = |requests| LoadPlan {

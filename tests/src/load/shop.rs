@@ -129,14 +129,17 @@ impl RunningShop {
     /// Starts everything `configuration` needs and arms its breakpoints. The
     /// `keyhole` binary is taken from `KEYHOLE_BIN`, which the caller sets.
     pub fn start(configuration: Configuration, binaries: &Binaries) -> Result<RunningShop, String> {
-        Self::start_under(configuration, binaries, None)
+        Self::start_under(configuration, binaries, None, None)
     }
 
-    /// [`RunningShop::start`], with both services run by `callgrind` when given.
+    /// [`RunningShop::start`], with both services run by `callgrind` when given, and the
+    /// breakpoints' rate (snapshots a second, as `keyhole break set --rate` takes it) when given
+    /// rather than the control plane's default.
     pub fn start_under(
         configuration: Configuration,
         binaries: &Binaries,
         callgrind: Option<&Callgrind>,
+        breakpoint_rate: Option<f64>,
     ) -> Result<RunningShop, String> {
         let data = tempfile::tempdir().map_err(|e| format!("cannot create a data directory: {e}"))?;
         let server = Server::start(data.path());
@@ -173,7 +176,7 @@ impl RunningShop {
             _data: data,
         };
         if configuration.armed() {
-            shop.arm(settle)?;
+            shop.arm(settle, breakpoint_rate)?;
         }
         if configuration == Configuration::Disconnected {
             if let Some(server) = shop.server.take() {
@@ -185,14 +188,18 @@ impl RunningShop {
 
     /// Opens a session and sets a breakpoint for it on every probe, each
     /// reported by its service's agent before this returns.
-    fn arm(&mut self, settle: Duration) -> Result<(), String> {
+    fn arm(&mut self, settle: Duration, rate: Option<f64>) -> Result<(), String> {
         let server = self.server.as_ref().expect("armed before any kill");
         let opened = server.cli(&["session", "open", "--ttl", LIFETIME, "-o", "json"]);
         let session = parse(&opened.stdout, "session open")?;
         let id = text(&session["id"], "session id")?;
         let token = text(&session["token"], "session token")?;
         for (service, probe) in PROBES {
-            let extra = ["--max-hits", MAX_HITS, "--expire", LIFETIME, "-o", "json"];
+            let mut extra = vec!["--max-hits", MAX_HITS, "--expire", LIFETIME, "-o", "json"];
+            let rate = rate.map(|rate| rate.to_string());
+            if let Some(rate) = &rate {
+                extra.extend(["--rate", rate]);
+            }
             let set = server.cli(&break_set_args(service, probe, &id, &extra));
             if set.code != 0 {
                 return Err(format!("break set on {service}/{probe}: {}", set.stderr.trim()));
