@@ -345,10 +345,42 @@ impl Medians {
     }
 }
 
+/// What a target compares with a's.
+#[derive(Clone, Copy)]
+enum Figure {
+    Throughput,
+    P99,
+}
+
+impl Figure {
+    fn name(self) -> &'static str {
+        match self {
+            Figure::Throughput => "throughput",
+            Figure::P99 => "p99",
+        }
+    }
+
+    /// This figure of one run.
+    fn of_run(self, run: &RunFigures) -> f64 {
+        match self {
+            Figure::Throughput => run.report.throughput(),
+            Figure::P99 => millis(run.report.latency.p99),
+        }
+    }
+
+    /// This figure of a configuration's medians over its runs.
+    fn of_medians(self, medians: &Medians) -> f64 {
+        match self {
+            Figure::Throughput => medians.throughput,
+            Figure::P99 => medians.p99,
+        }
+    }
+}
+
 /// A target of the issue: a configuration's ratio to a, at least or at most a bound.
 struct Goal {
     configuration: Configuration,
-    figure: &'static str,
+    figure: Figure,
     at_least: Option<f64>,
     at_most: Option<f64>,
 }
@@ -365,7 +397,7 @@ const GOALS: [Goal; 6] = [
 const fn goal_throughput(configuration: Configuration, at_least: f64) -> Goal {
     Goal {
         configuration,
-        figure: "throughput",
+        figure: Figure::Throughput,
         at_least: Some(at_least),
         at_most: None,
     }
@@ -374,7 +406,7 @@ const fn goal_throughput(configuration: Configuration, at_least: f64) -> Goal {
 const fn goal_p99(configuration: Configuration, at_most: f64) -> Goal {
     Goal {
         configuration,
-        figure: "p99",
+        figure: Figure::P99,
         at_least: None,
         at_most: Some(at_most),
     }
@@ -392,14 +424,11 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
         println!("no run of a completed: no ratios");
         return;
     };
-    let ratio = |configuration: Configuration, figure: &str| {
+    let ratio = |configuration: Configuration, figure: Figure| {
         medians
             .iter()
             .find(|(c, _)| *c == configuration)
-            .map(|(_, m)| match figure {
-                "throughput" => m.throughput / baseline.throughput,
-                _ => m.p99 / baseline.p99,
-            })
+            .map(|(_, m)| figure.of_medians(m) / figure.of_medians(baseline))
     };
     println!("Medians over {} round(s):", args.rounds);
     println!();
@@ -440,7 +469,7 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
         println!(
             "- {} {} / a {relation} {bound:.2}: {value:.3} {}; round by round {}",
             goal.configuration.letter(),
-            goal.figure,
+            goal.figure.name(),
             if met { "met" } else { "MISSED" },
             describe_spread(&paired)
         );
@@ -486,21 +515,17 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
     }
 }
 
-/// Round by round, `configuration`'s `figure` ("throughput" or "p99") over a's in the same round. A
+/// Round by round, `configuration`'s `figure` over a's in the same round. A
 /// machine whose speed drifts over minutes moves both runs of a round alike, which the ratio of the
 /// medians over all rounds does not see.
-fn paired_ratios(runs: &[RunFigures], configuration: Configuration, figure: &str) -> Vec<f64> {
-    let value = |run: &RunFigures| match figure {
-        "throughput" => run.report.throughput(),
-        _ => millis(run.report.latency.p99),
-    };
+fn paired_ratios(runs: &[RunFigures], configuration: Configuration, figure: Figure) -> Vec<f64> {
     runs.iter()
         .filter(|run| run.configuration == configuration)
         .filter_map(|run| {
             let baseline = runs
                 .iter()
                 .find(|a| a.round == run.round && a.configuration == Configuration::CompiledOut)?;
-            Some(value(run) / value(baseline))
+            Some(figure.of_run(run) / figure.of_run(baseline))
         })
         .collect()
 }
