@@ -275,19 +275,15 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
     let mut token = None;
     let mut caller_span = None;
     let mut entries: Vec<KeyValue> = Vec::new();
-    let mut baggage = values(headers, BAGGAGE).peekable();
-    // A request without baggage skips the reader's set-up.
-    if baggage.peek().is_some() {
-        let (_, report) = visit_members(baggage, |member| match member.key() {
-            // Later entries override earlier ones, as `Baggage::get` answers.
-            SESSION_BAGGAGE_KEY => token = Some(member.value()),
-            SPAN_BAGGAGE_KEY => caller_span = Some(member.value()),
-            key if trusted => entries.push(KeyValue::new(key.to_owned(), member.value().into_owned())),
-            _ => {}
-        });
-        if report.malformed > 0 {
-            log_malformed(MALFORMED.note(crate::propagation::HeaderKind::Baggage, now));
-        }
+    let (_, report) = visit_members(values(headers, BAGGAGE), |member| match member.key() {
+        // Later entries override earlier ones, as `Baggage::get` answers.
+        SESSION_BAGGAGE_KEY => token = Some(member.value()),
+        SPAN_BAGGAGE_KEY => caller_span = Some(member.value()),
+        key if trusted => entries.push(KeyValue::new(key.to_owned(), member.value().into_owned())),
+        _ => {}
+    });
+    if report.malformed > 0 {
+        log_malformed(MALFORMED.note(crate::propagation::HeaderKind::Baggage, now));
     }
     let session = token.and_then(|token| TrustedSession::from_token(&token).ok());
 

@@ -297,13 +297,19 @@ impl<'a> MemberRef<'a> {
 /// Reads ALL `baggage` header values as [`Baggage::from_headers_with_report`] does, and hands each member
 /// it would keep to `keep`, in order, allocating nothing itself. Returns what the kept members take of the
 /// limits, and what was left out.
+#[inline]
 pub(crate) fn visit_members<'a>(
     values: impl IntoIterator<Item = &'a [u8]>,
     mut keep: impl FnMut(MemberRef<'a>),
 ) -> (Budget, BaggageReport) {
     let mut budget = Budget::default();
     let mut report = BaggageReport::default();
-    for member in values.into_iter().flat_map(list_members) {
+    let mut values = values.into_iter().peekable();
+    // Headers with no baggage at all skip the member iterator's set-up.
+    if values.peek().is_none() {
+        return (budget, report);
+    }
+    for member in values.flat_map(list_members) {
         let Some(raw) = RawMember::parse(member) else {
             report.malformed += 1;
             continue;
