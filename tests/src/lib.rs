@@ -394,6 +394,11 @@ impl Server {
             .trim_start_matches("https://")
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
     /// Stops the server with SIGKILL: no chance to flush anything.
     pub fn kill(self) {
         drop(self.process);

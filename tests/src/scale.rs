@@ -100,12 +100,7 @@ fn serving(data_dir: &Path) -> Option<u32> {
 
 /// User and system CPU time of the process whose `stat` file is `path`.
 fn cpu_time(path: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every architecture we run on.
-    Some(Duration::from_millis(ticks * 10))
+    crate::load::cpu::stat_times(path).map(crate::load::cpu::CpuTimes::total)
 }
 
 /// CPU time this process has used so far.

@@ -178,11 +178,7 @@ fn main() -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     let measured = seconds(args.warmup, "--warmup").and_then(|warmup| {
         if !warmup.is_zero() {
-            let warm = LoadPlan {
-                duration: warmup,
-                ..plan.clone()
-            };
-            load::run(&warm, stop.clone())?;
+            load::run(&plan.lasting(warmup), stop.clone())?;
         }
         load::run(&plan, stop)
     });

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyhole_tests::load::build::{self, Binaries};
-use keyhole_tests::load::cpu::CpuMeter;
+use keyhole_tests::load::cpu::{pin_this_thread, CpuMeter, CpuSplit};
 use keyhole_tests::load::rss::{RssSampler, RssSeries};
 use keyhole_tests::load::shop::{Captures, Configuration, RunningShop};
 use keyhole_tests::load::{self, LoadPlan, LoadReport, Target};
@@ -25,6 +25,9 @@ use keyhole_tests::load::{self, LoadPlan, LoadReport, Target};
 const MIB: f64 = 1024.0 * 1024.0;
 /// How often the frontend's resident memory is sampled during a run.
 const RSS_EVERY: Duration = Duration::from_millis(250);
+/// A request not answered within this counts as an error and its connection is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the agent may add to the frontend's resident memory in e beyond its queue bound.
 const RSS_SLACK_MIB: f64 = 10.0;
 
@@ -80,12 +83,47 @@ struct Args {
     /// the other: both then see the same machine at the same moment, and each ratio is of the pair.
     #[arg(long)]
     side_by_side: bool,
+    /// With --side-by-side and --bursts: run each of a pair (its services, control plane and
+    /// client) on a CPU of its own, the two swapping CPUs from one burst to the next, so that
+    /// neither has the faster CPU for longer than a burst. Needs two CPUs and util-linux's taskset.
+    #[arg(long, requires = "side_by_side", requires = "bursts")]
+    pin: bool,
+    /// Start each configuration's services once per round and load them in turn this many times
+    /// (each burst --seconds long, the order rotating), instead of fresh services for every run:
+    /// more alternations per minute, and each cycle's ratios taken between bursts a few seconds
+    /// apart. Each cycle counts as a round in the round-by-round figures.
+    #[arg(long)]
+    bursts: Option<usize>,
     /// Use the release binaries already built instead of running cargo.
     #[arg(long)]
     no_build: bool,
     /// Minutes each cargo build may take.
     #[arg(long, default_value_t = 30)]
     build_timeout_min: u64,
+}
+
+/// CPU microseconds per request answered, by where they were spent: the serving threads' user
+/// and system time, and the agent threads'.
+#[derive(Clone, Copy)]
+struct CpuPerRequest {
+    serving_user: f64,
+    serving_system: f64,
+    agent: f64,
+}
+
+impl CpuPerRequest {
+    fn of(spent: CpuSplit, answered: u64) -> CpuPerRequest {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / answered.max(1) as f64;
+        CpuPerRequest {
+            serving_user: per(spent.serving.user),
+            serving_system: per(spent.serving.system),
+            agent: per(spent.agent.total()),
+        }
+    }
+
+    fn total(self) -> f64 {
+        self.serving_user + self.serving_system + self.agent
+    }
 }
 
 /// What one run of one configuration measured.
@@ -95,8 +133,8 @@ struct RunFigures {
     configuration: Configuration,
     report: LoadReport,
     rss: RssSeries,
-    /// CPU time both services spent per request answered, in microseconds.
-    cpu_per_request: f64,
+    /// CPU time both services spent per request answered.
+    cpu: CpuPerRequest,
     captures: Option<Captures>,
 }
 
@@ -109,6 +147,12 @@ fn run(args: &Args) -> Result<(), String> {
     let seconds = duration(args.seconds, "--seconds")?;
     let e_seconds = duration(args.e_seconds.unwrap_or(args.seconds), "--e-seconds")?;
     let warmup = duration(args.warmup, "--warmup")?;
+    if args.bursts == Some(0) {
+        return Err("--bursts must be at least 1".into());
+    }
+    if args.pin && std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
+        return Err("--pin puts the two of a pair on CPUs 0 and 1: this machine has fewer".into());
+    }
     if !(0.0..=1.0).contains(&args.session_fraction) {
         return Err("--session-fraction must be between 0 and 1".into());
     }
@@ -137,19 +181,50 @@ fn run(args: &Args) -> Result<(), String> {
     println!();
 
     let mut runs = Vec::new();
+    if let Some(bursts) = args.bursts {
+        // Side by side, a runs beside each of the others in turn; else all run one after another.
+        let groups: Vec<Vec<Configuration>> = if args.side_by_side {
+            configurations
+                .iter()
+                .filter(|&&c| c != Configuration::CompiledOut)
+                .map(|&c| vec![Configuration::CompiledOut, c])
+                .collect()
+        } else {
+            vec![configurations.clone()]
+        };
+        let load = Load {
+            length: seconds,
+            e_length: e_seconds,
+            warmup,
+            stop: stop.clone(),
+        };
+        let all_rounds = args.rounds * bursts * groups.len();
+        let mut next_round = 1;
+        'bursts: for _ in 0..args.rounds {
+            for group in &groups {
+                if stop.load(Ordering::Relaxed) {
+                    println!("interrupted: the figures below are of the runs completed");
+                    break 'bursts;
+                }
+                let cycles = Cycles {
+                    first_round: next_round,
+                    bursts,
+                    all_rounds,
+                };
+                runs.extend(measure_in_bursts(&cycles, group, args, &binaries, &load)?);
+                next_round += bursts;
+            }
+        }
+    }
     // Side by side, each pair is a round of its own, so that ratios are taken within the pair.
     let mut pair = 0;
-    'rounds: for round in 1..=args.rounds {
+    let separate_rounds = if args.bursts.is_some() { 0 } else { args.rounds };
+    'rounds: for round in 1..=separate_rounds {
         for configuration in in_turn(&configurations, round) {
             if stop.load(Ordering::Relaxed) {
                 println!("interrupted: the figures below are of the runs completed");
                 break 'rounds;
             }
-            let length = if configuration == Configuration::Disconnected {
-                e_seconds
-            } else {
-                seconds
-            };
             let together = match (args.side_by_side, configuration) {
                 (false, _) => vec![configuration],
                 // a is the other half of every pair.
@@ -166,7 +241,8 @@ fn run(args: &Args) -> Result<(), String> {
             };
             let at = if args.side_by_side { pair } else { round };
             let load = Load {
-                length,
+                length: seconds,
+                e_length: e_seconds,
                 warmup,
                 stop: stop.clone(),
             };
@@ -186,8 +262,20 @@ fn run(args: &Args) -> Result<(), String> {
 /// How long to load each run, after how long a warm-up, until when.
 struct Load {
     length: Duration,
+    /// e's runs, which may be longer for the memory figure.
+    e_length: Duration,
     warmup: Duration,
     stop: Arc<AtomicBool>,
+}
+
+impl Load {
+    fn length_of(&self, configuration: Configuration) -> Duration {
+        if configuration == Configuration::Disconnected {
+            self.e_length
+        } else {
+            self.length
+        }
+    }
 }
 
 /// Starts each of `configurations` (one, or a pair side by side), warms them up, loads them all at
@@ -199,71 +287,233 @@ fn measure(
     binaries: &Binaries,
     load: &Load,
 ) -> Result<Vec<RunFigures>, String> {
-    let shops = configurations
+    // A pair side by side is loaded for the same time: the longer of the two configurations'.
+    let length = configurations
         .iter()
-        .map(|&configuration| RunningShop::start(configuration, binaries))
-        .collect::<Result<Vec<_>, _>>()?;
-    let plans = shops
-        .iter()
-        .map(|shop| {
-            Ok(LoadPlan {
-                target: Target::parse(shop.frontend_url())?,
-                concurrency: args.concurrency,
-                requests: args.requests,
-                duration: load.length,
-                session: shop.session_share(args.session_fraction),
-                request_timeout: Duration::from_secs(5),
-                client_threads: args.client_threads,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let samplers: Vec<RssSampler> = shops
-        .iter()
-        .map(|shop| RssSampler::start(shop.frontend_pid(), RSS_EVERY))
-        .collect();
+        .map(|&configuration| load.length_of(configuration))
+        .max()
+        .unwrap_or(load.length);
+    let mut started = Started::start(configurations, args, binaries, &|_| length)?;
     if !load.warmup.is_zero() {
-        let warm: Vec<LoadPlan> = plans
+        let warm: Vec<LoadPlan> = started
+            .plans
             .iter()
-            .map(|plan| LoadPlan {
-                duration: load.warmup,
-                ..plan.clone()
-            })
+            .map(|plan| plan.lasting(load.warmup))
             .collect();
-        run_together(&warm, &load.stop)?;
+        run_together(&warm, &[], &load.stop)?;
     }
-    let meters: Vec<CpuMeter> = shops
-        .iter()
-        .map(|shop| CpuMeter::start(&shop.service_pids()))
-        .collect();
-    let reports = run_together(&plans, &load.stop)?;
-    let spent: Vec<Duration> = meters.iter().map(CpuMeter::spent).collect();
-    let figures = shops
-        .iter()
-        .zip(configurations)
-        .zip(reports)
-        .zip(samplers)
-        .zip(spent)
-        .map(|((((shop, &configuration), report), sampler), cpu_spent)| {
-            let answered = (report.ok + report.errors.total()).max(1);
-            RunFigures {
-                round,
-                configuration,
-                rss: sampler.finish(),
-                cpu_per_request: cpu_spent.as_secs_f64() * 1e6 / answered as f64,
-                captures: shop.captures(),
-                report,
-            }
-        })
-        .collect();
-    Ok(figures)
+    let loaded = started.load(&(0..started.shops.len()).collect::<Vec<_>>(), &[], &load.stop)?;
+    let rss = started.finish_sampling();
+    Ok(loaded
+        .into_iter()
+        .zip(rss)
+        .map(|((index, report, spent), rss)| started.figures(round, index, report, spent, rss, true))
+        .collect())
 }
 
-/// Runs every plan at the same time, each from its own thread, and waits for all of them.
-fn run_together(plans: &[LoadPlan], stop: &Arc<AtomicBool>) -> Result<Vec<LoadReport>, String> {
+/// Which rounds a series of bursts is, of how many in all.
+struct Cycles {
+    first_round: usize,
+    bursts: usize,
+    all_rounds: usize,
+}
+
+/// Starts every one of `configurations` once and then, `bursts` times over, loads each alone for
+/// `load.length`, in an order that rotates from cycle to cycle; side by side, loads them all at
+/// once every cycle, and with `--pin` each on a CPU of its own, the CPUs changing hands from one
+/// cycle to the next. Each cycle is a round of its own for the ratios: the runs it pairs are at
+/// most a few bursts apart, and no process start lies between them. Resident memory is sampled
+/// from the services' start to the last burst.
+fn measure_in_bursts(
+    cycles: &Cycles,
+    configurations: &[Configuration],
+    args: &Args,
+    binaries: &Binaries,
+    load: &Load,
+) -> Result<Vec<RunFigures>, String> {
+    let mut started = Started::start(configurations, args, binaries, &|c| load.length_of(c))?;
+    if !load.warmup.is_zero() {
+        for plan in &started.plans {
+            run_together(&[plan.lasting(load.warmup)], &[], &load.stop)?;
+        }
+    }
+    let indices: Vec<usize> = (0..configurations.len()).collect();
+    let mut loaded = Vec::new();
+    for round in cycles.first_round..cycles.first_round + cycles.bursts {
+        if load.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let groups: Vec<Vec<usize>> = if args.side_by_side {
+            vec![in_turn(&indices, round)]
+        } else {
+            in_turn(&indices, round).into_iter().map(|i| vec![i]).collect()
+        };
+        for group in groups {
+            // The k-th of the group runs on CPU k: the rotation hands each CPU to each in turn.
+            let cpus: Vec<Option<usize>> = (0..group.len()).map(|k| args.pin.then_some(k)).collect();
+            for (&index, cpu) in group.iter().zip(&cpus) {
+                if let (Some(cpu), Some(shop)) = (cpu, started.shops.get(index)) {
+                    shop.pin(*cpu)?;
+                }
+            }
+            for (index, report, spent) in started.load(&group, &cpus, &load.stop)? {
+                let figures = started.figures(round, index, report, spent, RssSeries::default(), false);
+                print_run(round, cycles.all_rounds, &figures);
+                loaded.push((round, index, figures.report, spent));
+            }
+        }
+    }
+    let rss = started.finish_sampling();
+    for (index, shop) in started.shops.iter().enumerate() {
+        if let Some(captures) = shop.captures() {
+            println!(
+                "  {} over its {} bursts: {}",
+                configurations[index].letter(),
+                cycles.bursts,
+                describe_captures(&captures)
+            );
+        }
+    }
+    Ok(loaded
+        .into_iter()
+        .map(|(round, index, report, spent)| {
+            started.figures(
+                round,
+                index,
+                report,
+                spent,
+                rss.get(index).copied().unwrap_or_default(),
+                false,
+            )
+        })
+        .collect())
+}
+
+/// Configurations' services, started, with the load that drives each and its memory sampler.
+struct Started {
+    configurations: Vec<Configuration>,
+    shops: Vec<RunningShop>,
+    plans: Vec<LoadPlan>,
+    samplers: Vec<RssSampler>,
+}
+
+impl Started {
+    fn start(
+        configurations: &[Configuration],
+        args: &Args,
+        binaries: &Binaries,
+        length: &dyn Fn(Configuration) -> Duration,
+    ) -> Result<Started, String> {
+        let shops = configurations
+            .iter()
+            .map(|&configuration| RunningShop::start(configuration, binaries))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plans = shops
+            .iter()
+            .zip(configurations)
+            .map(|(shop, &configuration)| {
+                Ok(LoadPlan {
+                    target: Target::parse(shop.frontend_url())?,
+                    concurrency: args.concurrency,
+                    requests: args.requests,
+                    duration: length(configuration),
+                    session: shop.session_share(args.session_fraction),
+                    request_timeout: REQUEST_TIMEOUT,
+                    client_threads: args.client_threads,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let samplers = shops
+            .iter()
+            .map(|shop| RssSampler::start(shop.frontend_pid(), RSS_EVERY))
+            .collect();
+        Ok(Started {
+            configurations: configurations.to_vec(),
+            shops,
+            plans,
+            samplers,
+        })
+    }
+
+    /// Loads the shops at `indices` all at once, counting the CPU time their services spend.
+    /// Each one's client runs on the CPU `cpus` gives it, if any.
+    fn load(
+        &self,
+        indices: &[usize],
+        cpus: &[Option<usize>],
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Vec<(usize, LoadReport, CpuSplit)>, String> {
+        let plans: Vec<LoadPlan> = indices
+            .iter()
+            .filter_map(|&i| self.plans.get(i).cloned())
+            .collect();
+        let meters: Vec<CpuMeter> = indices
+            .iter()
+            .filter_map(|&i| self.shops.get(i))
+            .map(|shop| CpuMeter::start(&shop.service_pids()))
+            .collect();
+        let reports = run_together(&plans, cpus, stop)?;
+        Ok(indices
+            .iter()
+            .zip(reports)
+            .zip(meters)
+            .map(|((&index, report), meter)| (index, report, meter.spent()))
+            .collect())
+    }
+
+    /// Each shop's frontend memory since it started; sampling ends here.
+    fn finish_sampling(&mut self) -> Vec<RssSeries> {
+        std::mem::take(&mut self.samplers)
+            .into_iter()
+            .map(RssSampler::finish)
+            .collect()
+    }
+
+    fn figures(
+        &self,
+        round: usize,
+        index: usize,
+        report: LoadReport,
+        spent: CpuSplit,
+        rss: RssSeries,
+        with_captures: bool,
+    ) -> RunFigures {
+        let answered = report.ok + report.errors.total();
+        RunFigures {
+            round,
+            configuration: self.configurations[index],
+            rss,
+            cpu: CpuPerRequest::of(spent, answered),
+            captures: if with_captures {
+                self.shops.get(index).and_then(RunningShop::captures)
+            } else {
+                None
+            },
+            report,
+        }
+    }
+}
+
+/// Runs every plan at the same time, each from its own thread (on the CPU `cpus` gives it, if
+/// any), and waits for all of them.
+fn run_together(
+    plans: &[LoadPlan],
+    cpus: &[Option<usize>],
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<LoadReport>, String> {
     std::thread::scope(|scope| {
         let clients: Vec<_> = plans
             .iter()
-            .map(|plan| scope.spawn(|| load::run(plan, stop.clone())))
+            .enumerate()
+            .map(|(k, plan)| {
+                let cpu = cpus.get(k).copied().flatten();
+                scope.spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_this_thread(cpu)?;
+                    }
+                    load::run(plan, stop.clone())
+                })
+            })
             .collect();
         clients
             .into_iter()
@@ -277,18 +527,7 @@ fn print_run(round: usize, rounds: usize, figures: &RunFigures) {
     let captures = figures
         .captures
         .as_ref()
-        .map(|c| {
-            let refused: Vec<String> = c.refused.iter().map(|(why, n)| format!("{n} by {why}")).collect();
-            format!(
-                "  {} snapshots stored, hits refused: {}",
-                c.stored,
-                if refused.is_empty() {
-                    "none".to_owned()
-                } else {
-                    refused.join(", ")
-                }
-            )
-        })
+        .map(|c| format!("  {}", describe_captures(c)))
         .unwrap_or_default();
     let by_session = report
         .by_session
@@ -303,17 +542,38 @@ fn print_run(round: usize, rounds: usize, figures: &RunFigures) {
         .unwrap_or_default();
     println!(
         "round {round}/{rounds} {}  {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
-         CPU {:.1} us/req  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}{by_session}",
+         CPU {:.1} us/req (serving: user {:.1}, system {:.1}; agent thread {:.2})  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}{by_session}",
         figures.configuration.letter(),
         report.throughput(),
         millis(report.latency.p50),
         millis(report.latency.p99),
         millis(report.latency.p999),
-        figures.cpu_per_request,
+        figures.cpu.total(),
+        figures.cpu.serving_user,
+        figures.cpu.serving_system,
+        figures.cpu.agent,
         report.errors,
         figures.rss.first as f64 / MIB,
         figures.rss.max_growth() as f64 / MIB,
     );
+}
+
+/// "45 snapshots stored, hits refused: 73094 by breakpoint_rate".
+fn describe_captures(captures: &Captures) -> String {
+    let refused: Vec<String> = captures
+        .refused
+        .iter()
+        .map(|(why, n)| format!("{n} by {why}"))
+        .collect();
+    format!(
+        "{} snapshots stored, hits refused: {}",
+        captures.stored,
+        if refused.is_empty() {
+            "none".to_owned()
+        } else {
+            refused.join(", ")
+        }
+    )
 }
 
 /// Medians over rounds of one configuration.
@@ -323,6 +583,8 @@ struct Medians {
     p99: f64,
     p999: f64,
     cpu: f64,
+    system: f64,
+    agent: f64,
     errors: u64,
     rss_growth_max: f64,
 }
@@ -335,7 +597,9 @@ impl Medians {
             p50: median_of(&|r| millis(r.report.latency.p50)),
             p99: median_of(&|r| millis(r.report.latency.p99)),
             p999: median_of(&|r| millis(r.report.latency.p999)),
-            cpu: median_of(&|r| r.cpu_per_request),
+            cpu: median_of(&|r| r.cpu.total()),
+            system: median_of(&|r| r.cpu.serving_system),
+            agent: median_of(&|r| r.cpu.agent),
             errors: runs.iter().map(|r| r.report.errors.total()).sum(),
             rss_growth_max: runs
                 .iter()
@@ -430,16 +694,20 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
             .find(|(c, _)| *c == configuration)
             .map(|(_, m)| figure.of_medians(m) / figure.of_medians(baseline))
     };
-    println!("Medians over {} round(s):", args.rounds);
+    let runs_of_a = runs
+        .iter()
+        .filter(|r| r.configuration == Configuration::CompiledOut)
+        .count();
+    println!("Medians over each configuration's runs ({runs_of_a} of a):");
     println!();
     println!(
         "| config | what | req/s | p50 ms | p99 ms | p99.9 ms | req/s vs a | p99 vs a | \
-         CPU us/req | CPU vs a | errors | frontend RSS growth, max MiB |"
+         CPU us/req | CPU vs a | of it system | agent thread | errors | frontend RSS growth, max MiB |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (configuration, m) in &medians {
         println!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.3} | {} | {:.1} |",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.3} | {:.1} | {:.2} | {} | {:.1} |",
             configuration.letter(),
             configuration.describe(),
             m.throughput,
@@ -450,6 +718,8 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
             m.p99 / baseline.p99,
             m.cpu,
             m.cpu / baseline.cpu,
+            m.system,
+            m.agent,
             m.errors,
             m.rss_growth_max
         );
@@ -530,24 +800,49 @@ fn paired_ratios(runs: &[RunFigures], configuration: Configuration, figure: Figu
         .collect()
 }
 
-/// "median 0.981 (0.962-0.995, 6 rounds)", or "no round with a".
+/// "median 0.981 (0.962-0.995, 6 rounds); geometric mean 0.979, 95% interval 0.970-0.988", or
+/// "no round with a". The interval is of the mean (normal, on the ratios' logarithms): with many
+/// rounds it narrows where the range does not, which is what a noisy machine needs.
 fn describe_spread(ratios: &[f64]) -> String {
     let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    match ratios.len() {
-        0 => "no round with a".to_owned(),
+    let spread = match ratios.len() {
+        0 => return "no round with a".to_owned(),
         n => format!(
             "median {:.3} ({low:.3}-{high:.3}, {n} rounds)",
             median(ratios.to_vec())
         ),
+    };
+    match geometric_mean_interval(ratios) {
+        Some((mean, low, high)) => {
+            format!("{spread}; geometric mean {mean:.3}, 95% interval {low:.3}-{high:.3}")
+        }
+        None => spread,
     }
+}
+
+/// z for a two-sided 95% interval of a normal distribution.
+const Z_95: f64 = 1.96;
+
+/// The geometric mean of `ratios` and the 95% interval of it, from the mean and standard error of
+/// their logarithms; `None` for fewer than two ratios or any that is not positive.
+fn geometric_mean_interval(ratios: &[f64]) -> Option<(f64, f64, f64)> {
+    if ratios.len() < 2 || ratios.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+        return None;
+    }
+    let n = ratios.len() as f64;
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / n;
+    let variance = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let half = Z_95 * (variance / n).sqrt();
+    Some((mean.exp(), (mean - half).exp(), (mean + half).exp()))
 }
 
 /// The configurations in the order round `round` (from 1) runs them: each round starts one further
 /// along (a b c d, b c d a, ...), so that over the rounds every configuration runs in every place and
 /// whatever a place brings (the machine warming up, the teardown of the run before) falls on all alike.
-fn in_turn(configurations: &[Configuration], round: usize) -> Vec<Configuration> {
-    let mut order = configurations.to_vec();
+fn in_turn<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let mut order = items.to_vec();
     if !order.is_empty() {
         let start = (round - 1) % order.len();
         order.rotate_left(start);
@@ -625,4 +920,41 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| text.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_of_the_geometric_mean_narrows_with_more_rounds_and_holds_the_mean() {
+        let few = [0.9, 1.1, 0.95, 1.05];
+        let many: Vec<f64> = few.iter().cycle().take(400).copied().collect();
+        let (mean_few, low_few, high_few) = geometric_mean_interval(&few).unwrap();
+        let (mean_many, low_many, high_many) = geometric_mean_interval(&many).unwrap();
+        assert!((mean_few - mean_many).abs() < 1e-12);
+        assert!(low_few < mean_few && mean_few < high_few);
+        assert!(
+            high_many - low_many < (high_few - low_few) / 5.0,
+            "400 rounds, not 4: ten times narrower"
+        );
+        // The geometric mean of 0.9 and 1.1 is below their arithmetic mean.
+        assert!(mean_few < 1.0);
+        assert_eq!(
+            geometric_mean_interval(&[1.0]),
+            None,
+            "one round has no spread to go by"
+        );
+        assert_eq!(geometric_mean_interval(&[1.0, 0.0]), None);
+        assert_eq!(geometric_mean_interval(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn each_round_starts_one_further_along() {
+        let order = |round| in_turn(&['a', 'b', 'c'], round).into_iter().collect::<String>();
+        assert_eq!(
+            [order(1), order(2), order(3), order(4)],
+            ["abc", "bca", "cab", "abc"].map(String::from)
+        );
+    }
 }

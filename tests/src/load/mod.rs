@@ -117,6 +117,16 @@ pub struct LoadPlan {
     pub client_threads: usize,
 }
 
+impl LoadPlan {
+    /// The same load for `duration` instead.
+    pub fn lasting(&self, duration: Duration) -> LoadPlan {
+        LoadPlan {
+            duration,
+            ..self.clone()
+        }
+    }
+}
+
 /// Requests that did not succeed, by why.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Errors {

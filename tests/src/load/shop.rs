@@ -234,6 +234,16 @@ impl RunningShop {
         self.frontend.child.id()
     }
 
+    /// Runs both services and the control plane (while it is up) on CPU `cpu` alone, every
+    /// thread of theirs, until pinned again.
+    pub fn pin(&self, cpu: usize) -> Result<(), String> {
+        let server = self.server.as_ref().map(Server::pid);
+        for pid in self.service_pids().into_iter().chain(server) {
+            crate::load::cpu::pin_process(pid, cpu)?;
+        }
+        Ok(())
+    }
+
     /// Both services' process ids, for the CPU time they spend.
     pub fn service_pids(&self) -> [u32; 2] {
         [self.frontend.child.id(), self.inventory.child.id()]
