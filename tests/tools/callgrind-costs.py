@@ -7,9 +7,16 @@
                                                        function they call, per call of theirs
   callgrind-costs.py diff REQUESTS 'GLOB_A' 'GLOB_B'   self instructions per request by function,
                                                        profiles B minus profiles A
+  callgrind-costs.py only REQUESTS 'GLOB_A' 'GLOB_B'   the functions profiles B run and profiles A
+                                                       never do, by self instructions per request:
+                                                       the path only B takes (compare profiles of one
+                                                       binary, such as c and d: another build inlines
+                                                       differently and names other functions)
 
 Costs are instructions (the event Ir) unless EVENT is set in the environment to another event the
-profiles count, such as DLmr for last-level data read misses of `instructions --cache-sim`.
+profiles count, such as DLmr for last-level data read misses of `instructions --cache-sim`. With
+THREADS=serving in the environment, diff and only leave out the agent's own thread (the profile
+that names keyhole::connection::run), as `instructions` counts it apart.
 
 Example: python3 tests/tools/callgrind-costs.py per-call 'inbound_context$' /tmp/profiles/d-shop-*.callgrind.*
 """
@@ -102,21 +109,40 @@ def own_costs(files):
     return costs
 
 
+AGENT_THREAD_FUNCTION = "keyhole::connection::run"
+
+
+def profiles(pattern):
+    """The files matching pattern, without the agent's thread's when THREADS=serving."""
+    files = glob.glob(pattern)
+    if os.environ.get("THREADS") != "serving":
+        return files
+    return [path for path in files if AGENT_THREAD_FUNCTION not in open(path, errors="replace").read()]
+
+
 def diff(requests, glob_a, glob_b):
-    a, b = own_costs(glob.glob(glob_a)), own_costs(glob.glob(glob_b))
+    a, b = own_costs(profiles(glob_a)), own_costs(profiles(glob_b))
     rows = sorted(((b.get(k, 0) - a.get(k, 0)) / requests, k) for k in set(a) | set(b))
     print(f"{sum(r[0] for r in rows):.0f} instructions per request more in B")
     for delta, fn in rows[::-1][:40]:
         print(f"{delta:8.0f}  {fn[:130]}")
 
 
+def only(requests, glob_a, glob_b):
+    a, b = own_costs(profiles(glob_a)), own_costs(profiles(glob_b))
+    rows = sorted(((cost / requests, fn) for fn, cost in b.items() if cost > 0 and a.get(fn, 0) == 0), reverse=True)
+    print(f"{len(rows)} functions only in B, {sum(r[0] for r in rows):.0f} instructions per request")
+    for per_request, fn in rows[:40]:
+        print(f"{per_request:8.1f}  {fn[:130]}")
+
+
 def main(argv):
-    if len(argv) < 3 or argv[0] not in ("per-call", "callees", "diff"):
+    if len(argv) < 3 or argv[0] not in ("per-call", "callees", "diff", "only"):
         sys.exit(__doc__)
-    if argv[0] == "diff":
+    if argv[0] in ("diff", "only"):
         if len(argv) != 4:
             sys.exit(__doc__)
-        diff(int(argv[1]), argv[2], argv[3])
+        (diff if argv[0] == "diff" else only)(int(argv[1]), argv[2], argv[3])
     elif argv[0] == "per-call":
         per_call(re.compile(argv[1]), argv[2:])
     else:

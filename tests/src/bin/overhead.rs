@@ -774,9 +774,10 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
         let growth = worst.rss.max_growth() as f64 / MIB;
         println!(
             "- e frontend resident memory growth <= queue bound {:.0} MiB + {RSS_SLACK_MIB:.0} MiB: \
-             {growth:.1} MiB over {:.0} s (RSS {:.1} MiB at the start, {:.1} MiB at most, {} samples) {}",
+             {growth:.1} MiB over {:.0} s of sampling (RSS {:.1} MiB at the start, {:.1} MiB at most, {} samples) {}",
             args.queue_bound_mib,
-            worst.report.elapsed.as_secs_f64(),
+            // With --bursts the series spans the round, not one burst.
+            (RSS_EVERY * u32::try_from(worst.rss.samples).unwrap_or(u32::MAX)).as_secs_f64(),
             worst.rss.first as f64 / MIB,
             worst.rss.max as f64 / MIB,
             worst.rss.samples,
