@@ -55,7 +55,16 @@ const MAX_BURSTS_PER_PHASE: usize = 100_000;
 /// The slowdown of the handler a fault may cause at most, against the
 /// connected baseline, each phase's handler time taken relative to the
 /// reference handler measured beside it (see [`Phase::relative_cost`]).
-const MAX_SLOWDOWN: f64 = 1.10;
+///
+/// What this catches is work or waiting moved onto the request's path (a
+/// lock held across the agent's network calls, capture before the queue
+/// refuses), which costs a multiple of the handler's few microseconds. It is
+/// not a benchmark: the median burst runs the same code in every phase (the
+/// breakpoints' rates refuse nearly every hit), and on a 2-CPU machine the
+/// agent's own thread and the control plane, busy reconnecting or draining a
+/// backlog, share the hardware with the timed thread. That alone has moved
+/// the ratio by 12-18% between phases of one run (CI, 2026-12-04).
+const MAX_SLOWDOWN: f64 = 1.5;
 /// No request may take this long in the handler: waiting on the agent's
 /// network would (its calls time out after 10 s, it backs off for seconds),
 /// a busy machine's scheduler does not.
@@ -312,13 +321,20 @@ impl Phase {
         percentile(&self.handler_times, p)
     }
 
-    /// The handler's median time over the reference handler's, measured in
-    /// turns within the same phase: a fault that slowed the handler raises
-    /// it, while the machine's own changes of speed between phases seconds
-    /// apart (other processes, the host's scheduling) slow both alike.
+    /// The median of each handler burst's time over the reference burst
+    /// timed right after it: a fault that slowed the handler raises it, while
+    /// the machine's own changes of speed (other processes, the host's
+    /// scheduling), which last longer than the microseconds between a pair,
+    /// slow both of a pair alike.
     fn relative_cost(&self) -> f64 {
-        let reference = percentile(&self.reference_times, 0.5).as_secs_f64();
-        percentile(&self.handler_times, 0.5).as_secs_f64() / reference.max(f64::MIN_POSITIVE)
+        let mut ratios: Vec<f64> = self
+            .handler_times
+            .iter()
+            .zip(&self.reference_times)
+            .map(|(&handler, &reference)| f64::from(handler) / f64::from(reference.max(1)))
+            .collect();
+        ratios.sort_unstable_by(f64::total_cmp);
+        ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
     }
 
     fn max(&self) -> Duration {
@@ -362,7 +378,7 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} bursts of {BURST} requests; in the handler: median {:?} ({:.2}x the reference's {:?}), \
+            "{}: {} bursts of {BURST} requests; in the handler: median {:?} ({:.2}x the reference beside it, median {:?}), \
              p99 {:?}, max {:?}; queued at most {} KiB; heap at most {} KiB; RSS at most {} KiB",
             self.name,
             self.handler_times.len(),
