@@ -10,6 +10,7 @@
 //! cargo run --release -p keyhole-tests --bin overhead -- --rounds 3 --seconds 20 --concurrency 16
 //! ```
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use keyhole_tests::load::build::{self, Binaries};
 use keyhole_tests::load::cpu::{pin_this_thread, CpuMeter, CpuSplit};
+use keyhole_tests::load::perf::PerfRecording;
 use keyhole_tests::load::rss::{RssSampler, RssSeries};
 use keyhole_tests::load::shop::{Captures, Configuration, RunningShop};
 use keyhole_tests::load::{self, LoadPlan, LoadReport, Target};
@@ -94,6 +96,11 @@ struct Args {
     /// apart. Each cycle counts as a round in the round-by-round figures.
     #[arg(long)]
     bursts: Option<usize>,
+    /// Sample both services with `perf record` on the CPU clock during every measured run, into
+    /// DIR/LETTER-ROUND.perf.data with the requests answered in DIR/LETTER-ROUND.requests, for
+    /// `tests/tools/perf-costs.py`: each function's CPU time per request, stalls included.
+    #[arg(long, value_name = "DIR")]
+    perf: Option<PathBuf>,
     /// Use the release binaries already built instead of running cargo.
     #[arg(long)]
     no_build: bool,
@@ -302,7 +309,12 @@ fn measure(
             .collect();
         run_together(&warm, &[], &load.stop)?;
     }
-    let loaded = started.load(&(0..started.shops.len()).collect::<Vec<_>>(), &[], &load.stop)?;
+    let loaded = started.load(
+        round,
+        &(0..started.shops.len()).collect::<Vec<_>>(),
+        &[],
+        &load.stop,
+    )?;
     let rss = started.finish_sampling();
     Ok(loaded
         .into_iter()
@@ -356,7 +368,7 @@ fn measure_in_bursts(
                     shop.pin(*cpu)?;
                 }
             }
-            for (index, report, spent) in started.load(&group, &cpus, &load.stop)? {
+            for (index, report, spent) in started.load(round, &group, &cpus, &load.stop)? {
                 let figures = started.figures(round, index, report, spent, RssSeries::default(), false);
                 print_run(round, cycles.all_rounds, &figures);
                 loaded.push((round, index, figures.report, spent));
@@ -395,6 +407,8 @@ struct Started {
     shops: Vec<RunningShop>,
     plans: Vec<LoadPlan>,
     samplers: Vec<RssSampler>,
+    /// Where `--perf` keeps each run's samples.
+    perf: Option<PathBuf>,
 }
 
 impl Started {
@@ -432,6 +446,7 @@ impl Started {
             shops,
             plans,
             samplers,
+            perf: args.perf.clone(),
         })
     }
 
@@ -439,6 +454,7 @@ impl Started {
     /// Each one's client runs on the CPU `cpus` gives it, if any.
     fn load(
         &self,
+        round: usize,
         indices: &[usize],
         cpus: &[Option<usize>],
         stop: &Arc<AtomicBool>,
@@ -452,7 +468,21 @@ impl Started {
             .filter_map(|&i| self.shops.get(i))
             .map(|shop| CpuMeter::start(&shop.service_pids()))
             .collect();
+        let recordings = match &self.perf {
+            Some(dir) => indices
+                .iter()
+                .filter_map(|&i| Some((self.configurations.get(i)?, self.shops.get(i)?)))
+                .map(|(configuration, shop)| {
+                    let name = format!("{}-{round}", configuration.letter());
+                    PerfRecording::start(dir, &name, &shop.service_pids())
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
         let reports = run_together(&plans, cpus, stop)?;
+        for (recording, report) in recordings.into_iter().zip(&reports) {
+            recording.finish(report.ok + report.errors.total())?;
+        }
         Ok(indices
             .iter()
             .zip(reports)

@@ -12,6 +12,7 @@ pub mod callgrind;
 pub mod cpu;
 pub mod http;
 pub mod latency;
+pub mod perf;
 pub mod rss;
 pub mod shop;
 
