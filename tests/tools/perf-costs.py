@@ -7,6 +7,9 @@
                                               request: the N largest differences either way
   perf-costs.py only 'GLOB_A' 'GLOB_B' [N]    the functions runs B spend time in and runs A never
                                               do, and their sum: the path only B takes, in time
+  perf-costs.py groups 'GLOB' ...             CPU time per request of each GLOB's runs by where it
+                                              goes (the kernel, the allocator, Keyhole and the
+                                              crates it brings, hyper, tokio, the rest), a column each
 
 GLOB names `.perf.data` files (`/tmp/perf/d-*.perf.data`); the runs it matches are added up, and
 divided by the requests their `.requests` files say were answered meanwhile. A sample of the CPU
@@ -25,6 +28,20 @@ import sys
 from collections import defaultdict
 
 AGENT_THREAD = "keyhole-agent"
+
+# Where time goes, first match wins: (group, which binary, which function).
+GROUPS = [
+    ("the agent's thread", None, None),
+    ("kernel", re.compile(r"kernel"), None),
+    ("allocator (libc)", re.compile(r"libc"), re.compile(r"malloc|free|_int_|unlink_chunk|consolidate|tcache")),
+    ("memcpy and kin (libc)", re.compile(r"libc"), re.compile(r"mem(move|cpy|set|cmp|chr)")),
+    ("rest of libc and vdso", re.compile(r"libc|vdso|ld-linux|libgcc"), None),
+    ("Keyhole, OpenTelemetry and their crates", None,
+     re.compile(r"keyhole|opentelemetry|arc_swap|dashmap|foldhash|memchr|backtrace")),
+    ("hyper, http", None, re.compile(r"hyper|h2::|http::|httparse|http_body")),
+    ("tokio", None, re.compile(r"tokio")),
+    ("the rest of the services", None, None),
+]
 
 
 def thread_kind(comm):
@@ -121,8 +138,35 @@ def only(pattern_a, pattern_b, count):
         print(f"{us:9.3f}  {name(key)}")
 
 
+def group_of(key):
+    kind, dso, sym = key
+    if kind == "agent":
+        return GROUPS[0][0]
+    for group, binary, function in GROUPS[1:]:
+        if (binary is None or binary.search(dso)) and (function is None or function.search(sym)):
+            return group
+    return GROUPS[-1][0]
+
+
+def groups(patterns):
+    columns = []
+    for pattern in patterns:
+        spent, requests = costs(pattern)
+        by_group = defaultdict(float)
+        for key, us in per_request(spent, requests).items():
+            by_group[group_of(key)] += us
+        columns.append(by_group)
+    print("| CPU us per request | " + " | ".join(patterns) + " |")
+    print("|---|" + "---:|" * len(patterns))
+    for group, _, _ in GROUPS:
+        print(f"| {group} | " + " | ".join(f"{column.get(group, 0.0):.2f}" for column in columns) + " |")
+    print("| all | " + " | ".join(f"{sum(column.values()):.2f}" for column in columns) + " |")
+
+
 def main(args):
-    if len(args) >= 2 and args[0] == "top":
+    if len(args) >= 2 and args[0] == "groups":
+        groups(args[1:])
+    elif len(args) >= 2 and args[0] == "top":
         top(args[1], int(args[2]) if len(args) > 2 else 30)
     elif len(args) >= 3 and args[0] in ("diff", "only"):
         command = diff if args[0] == "diff" else only

@@ -45,7 +45,9 @@ const RSS_SLACK_MIB: f64 = 10.0;
                   \n  c  breakpoints on every probe for a session no request carries\
                   \n  d  the same, for a session that --session-fraction of the requests carry \
                   (default budgets: 1 snapshot/s per breakpoint)\
-                  \n  e  as d, with the control plane killed once the breakpoints are installed\n\n\
+                  \n  e  as d, with the control plane killed once the breakpoints are installed\
+                  \n  A  a again, in processes of its own: its ratio to a is the noise floor, what \
+                  the measurement reads where nothing differs (only when --configs names it)\n\n\
                   Each run starts a fresh control plane and fresh services, warms up, then loads the \
                   frontend. Prints the median over rounds of throughput and latency, the ratios to a, \
                   the targets met or missed, and the frontend's resident memory growth in e."
@@ -75,7 +77,8 @@ struct Args {
     /// Threads of the load generator.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
-    /// Which configurations to run, e.g. "ad" (a is always run: ratios are to a).
+    /// Which configurations to run, e.g. "ad" (a is always run: ratios are to a); "A" adds a
+    /// second run of a, the noise floor.
     #[arg(long, default_value = "abcde")]
     configs: String,
     /// The frontend agent's snapshot queue bound in MiB (the agent's default, which the shop keeps).
@@ -96,6 +99,11 @@ struct Args {
     /// apart. Each cycle counts as a round in the round-by-round figures.
     #[arg(long)]
     bursts: Option<usize>,
+    /// Every configuration's load carries a session in the same share as d's: in a, b and c one
+    /// that no breakpoint is set for. The requests are then the same everywhere, and d differs
+    /// from c only in whose session they carry; without it, a, b and c serve no session at all.
+    #[arg(long)]
+    session_everywhere: bool,
     /// Sample both services with `perf record` on the CPU clock during every measured run, into
     /// DIR/LETTER-ROUND.perf.data with the requests answered in DIR/LETTER-ROUND.requests, for
     /// `tests/tools/perf-costs.py`: each function's CPU time per request, stalls included.
@@ -172,7 +180,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!("load average before: {}", load_average());
     println!(
         "{} round(s) of {}; {:.0} s measured per run (e: {:.0} s) after {:.0} s warm-up; \
-         {} connections; d and e: {:.0}% of requests carry the session",
+         {} connections; {}: {:.0}% of requests carry a session",
         args.rounds,
         configurations
             .iter()
@@ -183,6 +191,11 @@ fn run(args: &Args) -> Result<(), String> {
         e_seconds.as_secs_f64(),
         warmup.as_secs_f64(),
         args.concurrency,
+        if args.session_everywhere {
+            "every configuration (a, b, c and A: one no breakpoint is set for)"
+        } else {
+            "d and e"
+        },
         args.session_fraction * 100.0
     );
     println!();
@@ -418,10 +431,15 @@ impl Started {
         binaries: &Binaries,
         length: &dyn Fn(Configuration) -> Duration,
     ) -> Result<Started, String> {
-        let shops = configurations
+        let mut shops = configurations
             .iter()
             .map(|&configuration| RunningShop::start(configuration, binaries))
             .collect::<Result<Vec<_>, _>>()?;
+        if args.session_everywhere {
+            for shop in &mut shops {
+                shop.carry_another_session()?;
+            }
+        }
         let plans = shops
             .iter()
             .zip(configurations)
@@ -773,6 +791,22 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
             if met { "met" } else { "MISSED" },
             describe_spread(&paired)
         );
+    }
+    if let Some(throughput) = ratio(Configuration::CompiledOutAgain, Figure::Throughput) {
+        for (figure, value) in [
+            (Figure::Throughput, throughput),
+            (
+                Figure::P99,
+                ratio(Configuration::CompiledOutAgain, Figure::P99).unwrap_or(f64::NAN),
+            ),
+        ] {
+            let paired = paired_ratios(runs, Configuration::CompiledOutAgain, figure);
+            println!(
+                "- A {} / a, the noise floor (a against itself; no target): {value:.3}; round by round {}",
+                figure.name(),
+                describe_spread(&paired)
+            );
+        }
     }
     for &configuration in configurations {
         let split: Vec<(f64, f64)> = runs

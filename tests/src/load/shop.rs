@@ -42,22 +42,28 @@ pub enum Configuration {
     Sampled,
     /// e: as d, then the control plane is killed; the agents keep the last set.
     Disconnected,
+    /// A: a again, in processes of its own. Nothing differs from a, so its ratio to a is what the
+    /// measurement reads when there is nothing to find: the noise floor the targets are read against.
+    CompiledOutAgain,
 }
 
 impl Configuration {
-    pub const ALL: [Configuration; 5] = [
+    pub const ALL: [Configuration; 6] = [
         Configuration::CompiledOut,
         Configuration::Connected,
         Configuration::ArmedForNobody,
         Configuration::Sampled,
         Configuration::Disconnected,
+        Configuration::CompiledOutAgain,
     ];
 
     /// The configurations named by their letters (`"bd"`), in order, with a always first: the others
     /// are compared with it.
     pub fn chosen(letters: &str) -> Result<Vec<Configuration>, String> {
-        if let Some(unknown) = letters.chars().find(|l| !"abcde".contains(*l)) {
-            return Err(format!("--configs takes letters a to e, not {unknown:?}"));
+        if let Some(unknown) = letters.chars().find(|l| !"abcdeA".contains(*l)) {
+            return Err(format!(
+                "--configs takes letters a to e, and A for a second run of a, not {unknown:?}"
+            ));
         }
         Ok(Configuration::ALL
             .into_iter()
@@ -73,6 +79,7 @@ impl Configuration {
             Configuration::ArmedForNobody => 'c',
             Configuration::Sampled => 'd',
             Configuration::Disconnected => 'e',
+            Configuration::CompiledOutAgain => 'A',
         }
     }
 
@@ -84,11 +91,12 @@ impl Configuration {
             Configuration::ArmedForNobody => "3 breakpoints, session no request carries",
             Configuration::Sampled => "3 breakpoints, session on a share of requests",
             Configuration::Disconnected => "as d, control plane killed",
+            Configuration::CompiledOutAgain => "a again, in processes of its own (noise floor)",
         }
     }
 
     fn compiled_out(self) -> bool {
-        self == Configuration::CompiledOut
+        matches!(self, Configuration::CompiledOut | Configuration::CompiledOutAgain)
     }
 
     fn armed(self) -> bool {
@@ -112,6 +120,9 @@ pub struct RunningShop {
     configuration: Configuration,
     server: Option<Server>,
     session: Option<(String, String)>,
+    /// The token of a session no breakpoint is set for, which the load carries instead of none
+    /// (see [`RunningShop::carry_another_session`]).
+    other_session: Option<String>,
     breakpoints: Vec<String>,
     _data: tempfile::TempDir,
 }
@@ -172,6 +183,7 @@ impl RunningShop {
             configuration,
             server: Some(server),
             session: None,
+            other_session: None,
             breakpoints: Vec::new(),
             _data: data,
         };
@@ -190,10 +202,7 @@ impl RunningShop {
     /// reported by its service's agent before this returns.
     fn arm(&mut self, settle: Duration, rate: Option<f64>) -> Result<(), String> {
         let server = self.server.as_ref().expect("armed before any kill");
-        let opened = server.cli(&["session", "open", "--ttl", LIFETIME, "-o", "json"]);
-        let session = parse(&opened.stdout, "session open")?;
-        let id = text(&session["id"], "session id")?;
-        let token = text(&session["token"], "session token")?;
+        let (id, token) = open_session(server)?;
         for (service, probe) in PROBES {
             let mut extra = vec!["--max-hits", MAX_HITS, "--expire", LIFETIME, "-o", "json"];
             let rate = rate.map(|rate| rate.to_string());
@@ -252,14 +261,33 @@ impl RunningShop {
     /// The session as `fraction` of the load carries it, in the configurations whose load carries
     /// it (d and e).
     pub fn session_share(&self, fraction: f64) -> Option<SessionShare> {
-        let (_, token) = self
+        let armed = self
             .session
             .as_ref()
-            .filter(|_| self.configuration.sends_session())?;
+            .filter(|_| self.configuration.sends_session())
+            .map(|(_, token)| token);
+        let token = armed.or(self.other_session.as_ref())?;
         Some(SessionShare {
             token: token.clone(),
             fraction,
         })
+    }
+
+    /// In a configuration whose load carries no session (a, b and c), makes it carry one that no
+    /// breakpoint is set for, in the same share as d's: every configuration then serves the same
+    /// requests, the trust path (verifying the token, passing it on) runs in all of them, and d
+    /// differs from c only in whose session the requests carry.
+    pub fn carry_another_session(&mut self) -> Result<(), String> {
+        if self.configuration.sends_session() {
+            return Ok(());
+        }
+        let server = self
+            .server
+            .as_ref()
+            .ok_or("the control plane is gone: no session can be opened")?;
+        let (_, token) = open_session(server)?;
+        self.other_session = Some(token);
+        Ok(())
     }
 
     /// What was captured and refused for the session, if the control plane is
@@ -309,4 +337,36 @@ fn text(value: &Json, what: &str) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| format!("no {what} in the CLI's answer"))
+}
+
+/// A new session's id and token.
+fn open_session(server: &Server) -> Result<(String, String), String> {
+    let opened = server.cli(&["session", "open", "--ttl", LIFETIME, "-o", "json"]);
+    let session = parse(&opened.stdout, "session open")?;
+    Ok((
+        text(&session["id"], "session id")?,
+        text(&session["token"], "session token")?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_is_always_chosen_first_and_its_second_run_only_when_named() {
+        let letters =
+            |chosen: Vec<Configuration>| chosen.into_iter().map(Configuration::letter).collect::<String>();
+        assert_eq!(letters(Configuration::chosen("db").unwrap()), "abd");
+        assert_eq!(letters(Configuration::chosen("abcde").unwrap()), "abcde");
+        assert_eq!(letters(Configuration::chosen("Ad").unwrap()), "adA");
+        let refused = Configuration::chosen("af").unwrap_err();
+        assert!(refused.contains("'f'"), "{refused}");
+    }
+
+    #[test]
+    fn the_second_run_of_a_is_built_and_run_as_a() {
+        let again = Configuration::CompiledOutAgain;
+        assert!(again.compiled_out() && !again.armed() && !again.sends_session());
+    }
 }
