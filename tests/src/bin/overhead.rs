@@ -104,6 +104,11 @@ struct Args {
     /// from c only in whose session they carry; without it, a, b and c serve no session at all.
     #[arg(long)]
     session_everywhere: bool,
+    /// The breakpoints' rate in c, d and e, snapshots a second (default: the control plane's, 1).
+    /// A very low rate (0.001: one snapshot per breakpoint) keeps the session's probe hits and
+    /// leaves out the captures and their uploads.
+    #[arg(long)]
+    breakpoint_rate: Option<f64>,
     /// Sample both services with `perf record` on the CPU clock during every measured run, into
     /// DIR/LETTER-ROUND.perf.data with the requests answered in DIR/LETTER-ROUND.requests, for
     /// `tests/tools/perf-costs.py`: each function's CPU time per request, stalls included.
@@ -433,7 +438,9 @@ impl Started {
     ) -> Result<Started, String> {
         let mut shops = configurations
             .iter()
-            .map(|&configuration| RunningShop::start(configuration, binaries))
+            .map(|&configuration| {
+                RunningShop::start_under(configuration, binaries, None, args.breakpoint_rate)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if args.session_everywhere {
             for shop in &mut shops {
@@ -662,6 +669,8 @@ impl Medians {
 enum Figure {
     Throughput,
     P99,
+    /// CPU time per request of both services.
+    Cpu,
 }
 
 impl Figure {
@@ -669,6 +678,7 @@ impl Figure {
         match self {
             Figure::Throughput => "throughput",
             Figure::P99 => "p99",
+            Figure::Cpu => "CPU per request",
         }
     }
 
@@ -677,6 +687,7 @@ impl Figure {
         match self {
             Figure::Throughput => run.report.throughput(),
             Figure::P99 => millis(run.report.latency.p99),
+            Figure::Cpu => run.cpu.total(),
         }
     }
 
@@ -685,6 +696,7 @@ impl Figure {
         match self {
             Figure::Throughput => medians.throughput,
             Figure::P99 => medians.p99,
+            Figure::Cpu => medians.cpu,
         }
     }
 }
@@ -790,6 +802,20 @@ fn summarise(runs: &[RunFigures], configurations: &[Configuration], args: &Args)
             goal.figure.name(),
             if met { "met" } else { "MISSED" },
             describe_spread(&paired)
+        );
+    }
+    // Not a target: where a configuration's extra time goes, CPU or waiting.
+    for &configuration in configurations
+        .iter()
+        .filter(|&&c| c != Configuration::CompiledOut)
+    {
+        let Some(value) = ratio(configuration, Figure::Cpu) else {
+            continue;
+        };
+        println!(
+            "- {} CPU per request / a: {value:.3}; round by round {}",
+            configuration.letter(),
+            describe_spread(&paired_ratios(runs, configuration, Figure::Cpu))
         );
     }
     if let Some(throughput) = ratio(Configuration::CompiledOutAgain, Figure::Throughput) {

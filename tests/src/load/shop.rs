@@ -137,13 +137,8 @@ pub struct Captures {
 }
 
 impl RunningShop {
-    /// Starts everything `configuration` needs and arms its breakpoints. The
-    /// `keyhole` binary is taken from `KEYHOLE_BIN`, which the caller sets.
-    pub fn start(configuration: Configuration, binaries: &Binaries) -> Result<RunningShop, String> {
-        Self::start_under(configuration, binaries, None, None)
-    }
-
-    /// [`RunningShop::start`], with both services run by `callgrind` when given, and the
+    /// Starts everything `configuration` needs and arms its breakpoints. The `keyhole` binary is
+    /// taken from `KEYHOLE_BIN`, which the caller sets. Both services run by `callgrind` when given, and the
     /// breakpoints' rate (snapshots a second, as `keyhole break set --rate` takes it) when given
     /// rather than the control plane's default.
     pub fn start_under(
