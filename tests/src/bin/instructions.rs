@@ -22,7 +22,7 @@ use std::time::Duration;
 use clap::Parser;
 use keyhole_tests::load::build;
 use keyhole_tests::load::callgrind::{profile_name, Callgrind, Counts};
-use keyhole_tests::load::shop::{Configuration, RunningShop};
+use keyhole_tests::load::shop::{Configuration, Launch, RunningShop};
 use keyhole_tests::load::{self, LoadPlan, Target};
 
 /// The services' names as their profiles are named.
@@ -114,8 +114,15 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut figures = Vec::new();
     for &configuration in &configurations {
-        let shop =
-            RunningShop::start_under(configuration, &binaries, Some(&callgrind), args.breakpoint_rate)?;
+        let shop = RunningShop::start_under(
+            configuration,
+            &binaries,
+            &Launch {
+                callgrind: Some(&callgrind),
+                breakpoint_rate: args.breakpoint_rate,
+                preload: None,
+            },
+        )?;
         let session = shop.session_share(args.session_fraction);
         let target = Target::parse(shop.frontend_url())?;
         let plan = |requests| LoadPlan {

@@ -112,6 +112,19 @@ impl Configuration {
     }
 }
 
+/// How the services are started, beyond their configuration.
+#[derive(Clone, Copy, Default)]
+pub struct Launch<'a> {
+    /// Both services run under callgrind.
+    pub callgrind: Option<&'a Callgrind>,
+    /// The breakpoints' rate, snapshots a second as `keyhole break set --rate` takes it, rather
+    /// than the control plane's default.
+    pub breakpoint_rate: Option<f64>,
+    /// A shared library both services load before any other (`LD_PRELOAD`), such as another
+    /// allocator: the same comparison in a host that allocates differently.
+    pub preload: Option<&'a std::path::Path>,
+}
+
 /// A control plane (unless killed) and both shop services, configured.
 pub struct RunningShop {
     // Field order is drop order: the services stop before the control plane.
@@ -137,25 +150,31 @@ pub struct Captures {
 }
 
 impl RunningShop {
-    /// Starts everything `configuration` needs and arms its breakpoints. The `keyhole` binary is
-    /// taken from `KEYHOLE_BIN`, which the caller sets. Both services run by `callgrind` when given, and the
-    /// breakpoints' rate (snapshots a second, as `keyhole break set --rate` takes it) when given
-    /// rather than the control plane's default.
+    /// Starts everything `configuration` needs, as `launch` says, and arms its breakpoints. The
+    /// `keyhole` binary is taken from `KEYHOLE_BIN`, which the caller sets.
     pub fn start_under(
         configuration: Configuration,
         binaries: &Binaries,
-        callgrind: Option<&Callgrind>,
-        breakpoint_rate: Option<f64>,
+        launch: &Launch<'_>,
     ) -> Result<RunningShop, String> {
+        let Launch {
+            callgrind,
+            breakpoint_rate,
+            preload,
+        } = *launch;
         let data = tempfile::tempdir().map_err(|e| format!("cannot create a data directory: {e}"))?;
         let server = Server::start(data.path());
         let agent_token = server.token("agent");
         let (inventory, frontend) = spawn_shop_with(&server, &agent_token, |name| {
             let binary = binaries.shop(configuration.compiled_out(), name);
-            match callgrind {
+            let mut command = match callgrind {
                 Some(callgrind) => callgrind.command(&binary, &profile_name(configuration.letter(), name)),
                 None => std::process::Command::new(binary),
+            };
+            if let Some(library) = preload {
+                command.env("LD_PRELOAD", library);
             }
+            command
         });
         let settle = match callgrind {
             Some(_) => SETTLE_TIMEOUT_UNDER_CALLGRIND,

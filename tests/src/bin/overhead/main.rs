@@ -21,7 +21,7 @@ use keyhole_tests::load::build::{self, Binaries};
 use keyhole_tests::load::cpu::{pin_this_thread, CpuMeter, CpuSplit};
 use keyhole_tests::load::perf::PerfRecording;
 use keyhole_tests::load::rss::{RssSampler, RssSeries};
-use keyhole_tests::load::shop::{Captures, Configuration, RunningShop};
+use keyhole_tests::load::shop::{Captures, Configuration, Launch, RunningShop};
 use keyhole_tests::load::{self, LoadPlan, LoadReport, Target};
 
 mod summary;
@@ -113,6 +113,11 @@ struct Args {
     /// leaves out the captures and their uploads.
     #[arg(long)]
     breakpoint_rate: Option<f64>,
+    /// Run both services with this shared library loaded first (`LD_PRELOAD`), such as Debian's
+    /// libjemalloc2 (/usr/lib/x86_64-linux-gnu/libjemalloc.so.2): the comparison in a host whose
+    /// allocator differs. The client and the control plane keep the system's.
+    #[arg(long, value_name = "LIB")]
+    preload: Option<PathBuf>,
     /// Sample both services with `perf record` on the CPU clock during every measured run, into
     /// DIR/LETTER-ROUND.perf.data with the requests answered in DIR/LETTER-ROUND.requests, for
     /// `tests/tools/perf-costs.py`: each function's CPU time per request, stalls included.
@@ -180,6 +185,12 @@ fn run(args: &Args) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.session_fraction) {
         return Err("--session-fraction must be between 0 and 1".into());
     }
+    if let Some(library) = args.preload.as_ref().filter(|library| !library.is_file()) {
+        return Err(format!(
+            "--preload {}: no such file (Debian's libjemalloc2 installs /usr/lib/x86_64-linux-gnu/libjemalloc.so.2)",
+            library.display()
+        ));
+    }
     let binaries = build::ready(args.no_build, Duration::from_secs(args.build_timeout_min * 60))?;
     let stop = stop_on_signal();
 
@@ -187,6 +198,9 @@ fn run(args: &Args) -> Result<(), String> {
     println!();
     println!("{}", machine());
     println!("load average before: {}", load_average());
+    if let Some(library) = &args.preload {
+        println!("both services run with {} preloaded", library.display());
+    }
     println!(
         "{} round(s) of {}; {:.0} s measured per run (e: {:.0} s) after {:.0} s warm-up; \
          {} connections; {}: {:.0}% of requests carry a session",
@@ -443,7 +457,12 @@ impl Started {
         let mut shops = configurations
             .iter()
             .map(|&configuration| {
-                RunningShop::start_under(configuration, binaries, None, args.breakpoint_rate)
+                let launch = Launch {
+                    callgrind: None,
+                    breakpoint_rate: args.breakpoint_rate,
+                    preload: args.preload.as_deref(),
+                };
+                RunningShop::start_under(configuration, binaries, &launch)
             })
             .collect::<Result<Vec<_>, _>>()?;
         if args.session_everywhere {
