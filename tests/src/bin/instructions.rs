@@ -114,7 +114,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut figures = Vec::new();
     for &configuration in &configurations {
-        let shop = RunningShop::start_under(
+        let shop = RunningShop::start(
             configuration,
             &binaries,
             &Launch {

@@ -152,7 +152,7 @@ pub struct Captures {
 impl RunningShop {
     /// Starts everything `configuration` needs, as `launch` says, and arms its breakpoints. The
     /// `keyhole` binary is taken from `KEYHOLE_BIN`, which the caller sets.
-    pub fn start_under(
+    pub fn start(
         configuration: Configuration,
         binaries: &Binaries,
         launch: &Launch<'_>,

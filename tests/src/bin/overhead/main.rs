@@ -462,7 +462,7 @@ impl Started {
                     breakpoint_rate: args.breakpoint_rate,
                     preload: args.preload.as_deref(),
                 };
-                RunningShop::start_under(configuration, binaries, &launch)
+                RunningShop::start(configuration, binaries, &launch)
             })
             .collect::<Result<Vec<_>, _>>()?;
         if args.session_everywhere {
