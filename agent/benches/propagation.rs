@@ -34,12 +34,7 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 
 fn propagation(c: &mut Criterion) {
     let signer = SessionSigner::new("bench-key", &[7; 32]).expect("key");
-    let agent = keyhole::Agent::builder()
-        .service("bench")
-        .token("unused")
-        .init_offline()
-        .expect("offline agent");
-    agent.set_keys(&[signer.verification_key()]);
+    let _agent = keyhole::testing::OfflineAgent::trusting("bench", &signer).expect("offline agent");
     let token = signer.sign("ses-bench", FAR_FUTURE_UNIX).expect("token");
     let session_baggage = format!("keyhole.session={token}");
     let hop_baggage = format!("{session_baggage},keyhole.span=00f067aa0ba902b7");

@@ -111,7 +111,7 @@ struct SessionHit {
 /// the session's own requests that a budget refuses (most of the rest) allocate and copy nothing.
 fn matching(installed: &ArcSwapOption<ArmedProbe>) -> Option<SessionHit> {
     Context::map_current(|cx| {
-        let session = cx.get::<TrustedSession>()?;
+        let session = TrustedSession::in_context(cx)?;
         // Loaded only now: a request without a session never touches the breakpoints.
         let probe = installed.load();
         let probe = probe.as_deref()?;

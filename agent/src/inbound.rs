@@ -285,12 +285,13 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
     if report.malformed > 0 {
         log_malformed(MALFORMED.note(crate::propagation::HeaderKind::Baggage, now));
     }
+    // It carries its token, so the session follows the request to downstream services.
     let session = token.and_then(|token| TrustedSession::from_token(&token).ok());
 
     let mut cx = base.clone();
     if trusted {
         let caller_span = caller_span.as_deref().and_then(parse_span_id);
-        cx = open_span(cx, parent.as_ref().zip(state), caller_span);
+        cx = open_span(cx, parent.as_ref().zip(state), caller_span, session);
         if !entries.is_empty() {
             cx = cx.with_baggage(entries);
         }
@@ -305,11 +306,7 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
             );
             cx = cx.with_value(LinkedTrace(caller));
         }
-        cx = open_span(cx, None, None);
-    }
-    if let Some(session) = session {
-        // It carries its token, so the session follows the request to downstream services.
-        cx = cx.with_value(session);
+        cx = open_span(cx, None, None, session);
     }
     cx
 }
@@ -368,7 +365,7 @@ mod tests {
         let link = cx.get::<LinkedTrace>().expect("the caller's trace is linked");
         assert_eq!(link.0.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(cx.baggage().len(), 0, "untrusted baggage is not in the context");
-        assert!(cx.get::<TrustedSession>().is_none());
+        assert!(TrustedSession::in_context(&cx).is_none());
     }
 
     #[test]
@@ -437,7 +434,7 @@ mod tests {
                 )]),
                 trusted,
             );
-            assert!(cx.get::<TrustedSession>().is_none());
+            assert!(TrustedSession::in_context(&cx).is_none());
             assert!(
                 cx.baggage().get(SESSION_BAGGAGE_KEY).is_none(),
                 "an unverified token is not passed on"

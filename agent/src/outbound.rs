@@ -9,7 +9,7 @@ use opentelemetry::Context;
 
 use crate::propagation::{push_hex, Baggage, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE};
 use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
-use crate::trace::{new_span_id, RequestSpan, TraceStateHeader, SPAN_BAGGAGE_KEY};
+use crate::trace::{new_span_id, RequestSpan, SPAN_BAGGAGE_KEY};
 
 /// Writes `traceparent`, `tracestate` and `baggage` for `cx` into `headers`,
 /// replacing any there. Each call gets its own span id as the callee's
@@ -55,16 +55,16 @@ fn outbound_headers(cx: &Context) -> (Option<String>, Option<String>, Option<Str
             // tracer's span carries its own.
             let ours = cx
                 .get::<RequestSpan>()
-                .is_some_and(|span| span.span_id == context.span_id());
-            let state = match cx.get::<TraceStateHeader>() {
-                Some(TraceStateHeader(state)) if ours => state.clone(),
-                _ => context.trace_state().header(),
+                .filter(|span| span.span_id == context.span_id());
+            let state = match ours.and_then(|span| span.trace_state.as_ref()) {
+                Some(state) => state.clone(),
+                None => context.trace_state().header(),
             };
             tracestate = Some(state).filter(|state| !state.is_empty());
         }
     }
     let application = cx.baggage();
-    let session = cx.get::<TrustedSession>();
+    let session = TrustedSession::in_context(cx);
     let span_id = context.is_valid().then(|| context.span_id());
     if application.is_empty() {
         // Nothing to merge: the session's member was encoded when its token was verified.

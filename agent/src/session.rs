@@ -19,6 +19,7 @@ use opentelemetry::{Context, ContextGuard};
 
 use crate::budget::{monotonic_nanos, RateLimit};
 use crate::propagation::Baggage;
+use crate::trace::RequestSpan;
 
 /// The baggage entry that carries a session token.
 pub const SESSION_BAGGAGE_KEY: &str = "keyhole.session";
@@ -137,9 +138,29 @@ impl TrustedSession {
         self.expires_at_unix <= now_unix
     }
 
-    /// The current context with this session in it.
+    /// The current context with this session in it: in place of the request's own session when
+    /// the current context is a request's.
     pub fn context(&self) -> Context {
-        Context::current_with_value(self.clone())
+        Context::map_current(|cx| match cx.get::<RequestSpan>() {
+            Some(span) => cx.with_value(RequestSpan {
+                session: Some(self.clone()),
+                ..span.clone()
+            }),
+            None => cx.with_value(self.clone()),
+        })
+    }
+
+    /// The session of `cx`, expired or not: the one its request carried (the inbound layer keeps it
+    /// with the request's span), or one made current with [`TrustedSession::context`] or
+    /// [`TrustedSession::attach`]. Read it here, not with `cx.get::<TrustedSession>()`, which
+    /// finds only the latter.
+    pub fn in_context(cx: &Context) -> Option<&TrustedSession> {
+        // The request's span is in the context of every request served; the entry of its own is
+        // looked for only outside one, or in a request that carried no session.
+        match cx.get::<RequestSpan>().and_then(|span| span.session.as_ref()) {
+            Some(session) => Some(session),
+            None => cx.get::<TrustedSession>(),
+        }
     }
 
     /// Makes this session current on this thread until the guard is dropped.
@@ -152,7 +173,7 @@ impl TrustedSession {
     /// The session of the current request, if it has a trusted one that has
     /// not expired.
     pub fn current() -> Option<TrustedSession> {
-        Context::map_current(|cx| cx.get::<TrustedSession>().cloned())
+        Context::map_current(|cx| TrustedSession::in_context(cx).cloned())
             .filter(|session| session.expires_at_unix > unix_now())
     }
 }
@@ -235,6 +256,59 @@ mod tests {
         let signer = SessionSigner::new("k1", &[3; 32]).unwrap();
         let verifier = SessionVerifier::from_keys(&[signer.verification_key()]).unwrap();
         (signer, verifier)
+    }
+
+    fn session(signer: &SessionSigner, verifier: &SessionVerifier, id: &str) -> TrustedSession {
+        let now = unix_now();
+        TrustedSession::verify(verifier, &signer.sign(id, now + 60).unwrap(), now).unwrap()
+    }
+
+    #[test]
+    fn a_session_made_current_in_a_request_takes_the_place_of_the_one_it_carried() {
+        let (signer, verifier) = keys();
+        let carried = session(&signer, &verifier, "ses-carried");
+        let made = session(&signer, &verifier, "ses-made");
+        let request = crate::trace::open_span(Context::new(), None, None, Some(carried));
+        let id = |cx: &Context| TrustedSession::in_context(cx).map(|s| s.session_id().to_owned());
+        assert_eq!(id(&request).as_deref(), Some("ses-carried"));
+        assert!(
+            request.get::<TrustedSession>().is_none(),
+            "the carried session is kept with the span, not in an entry of its own"
+        );
+
+        let _in_request = request.clone().attach();
+        let cx = made.context();
+        assert_eq!(id(&cx).as_deref(), Some("ses-made"));
+        assert_eq!(
+            TrustedSession::current().map(|s| s.session_id().to_owned()),
+            Some("ses-carried".to_owned()),
+            "making a context does not make it current"
+        );
+        let span = |cx: &Context| cx.get::<RequestSpan>().map(|span| span.span_id);
+        assert_eq!(span(&cx), span(&request), "the request's span stays");
+        let _made = made.attach();
+        assert_eq!(
+            TrustedSession::current().map(|s| s.session_id().to_owned()),
+            Some("ses-made".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_request_that_carried_no_session_is_served_in_the_session_made_current_around_it() {
+        let (signer, verifier) = keys();
+        let around = session(&signer, &verifier, "ses-around");
+        let request = crate::trace::open_span(Context::new().with_value(around), None, None, None);
+        assert_eq!(
+            TrustedSession::in_context(&request).map(TrustedSession::session_id),
+            Some("ses-around")
+        );
+        let carried = session(&signer, &verifier, "ses-carried");
+        let inner = crate::trace::open_span(request, None, None, Some(carried));
+        assert_eq!(
+            TrustedSession::in_context(&inner).map(TrustedSession::session_id),
+            Some("ses-carried"),
+            "the request's own session comes first"
+        );
     }
 
     #[test]

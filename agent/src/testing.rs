@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use keyhole_proto::token::{SessionSigner, TokenError};
 use keyhole_proto::v1::{Breakpoint, InstanceStatus, Snapshot, VerificationKey};
 
-use crate::agent::{self, unix_millis, AgentCore};
+use crate::agent::{self, unix_millis, AgentCore, AgentError};
 use crate::queue::SnapshotReceiver;
 use crate::stack::Symbolizer;
 
@@ -24,6 +25,16 @@ impl OfflineAgent {
             receiver,
             symbolizer: Symbolizer::default(),
         }
+    }
+
+    /// An offline agent for `service` that trusts the sessions `signer` signs.
+    pub fn trusting(service: &str, signer: &SessionSigner) -> Result<Self, AgentError> {
+        let agent = crate::Agent::builder()
+            .service(service)
+            .token("unused")
+            .init_offline()?;
+        agent.set_keys(&[signer.verification_key()]);
+        Ok(agent)
     }
 
     /// Keys as the control plane would send them.
@@ -64,4 +75,9 @@ impl Drop for OfflineAgent {
     fn drop(&mut self) {
         agent::release(&self.core);
     }
+}
+
+/// A token for session `session_id` that `signer` signs, valid for `seconds` from now.
+pub fn session_token(signer: &SessionSigner, session_id: &str, seconds: u64) -> Result<String, TokenError> {
+    signer.sign(session_id, crate::session::unix_now() + seconds)
 }

@@ -8,6 +8,7 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags
 use opentelemetry::Context;
 
 use crate::propagation::{lower_hex_bytes, TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
+use crate::session::TrustedSession;
 
 /// The baggage entry that names the caller's request span on calls made for
 /// a debug session. Each outbound call has its own `parent-id` (as W3C Trace
@@ -15,19 +16,24 @@ use crate::propagation::{lower_hex_bytes, TraceParent, TRACE_FLAG_RANDOM_TRACE_I
 /// upstream request it belongs under in the session timeline.
 pub const SPAN_BAGGAGE_KEY: &str = "keyhole.span";
 
-/// The span a request is served in, as the agent's inbound layer opened it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The span a request is served in, as the agent's inbound layer opened it, with what else of the
+/// request's Keyhole keeps: its verified debug session and the `tracestate` it continues.
+///
+/// They are one entry of the request's `Context`, not one each: every entry added to a `Context`
+/// copies its map and allocates three times, and a session's request would pay that in every
+/// service it passes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestSpan {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     /// The caller's span, when the caller is trusted and sent one.
     pub parent_span_id: Option<SpanId>,
+    /// The session the request carried, once verified ([`TrustedSession::in_context`] reads it).
+    pub(crate) session: Option<TrustedSession>,
+    /// The `tracestate` received with a continued trace, exactly as it will be sent on (the strict
+    /// parser's output, which may keep what other SDKs drop).
+    pub(crate) trace_state: Option<String>,
 }
-
-/// The `tracestate` received with a continued trace, exactly as it will be
-/// sent on (the strict parser's output, which may keep what other SDKs drop).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceStateHeader(pub String);
 
 /// The trace of an untrusted caller: not continued, only remembered as a link.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,11 +74,13 @@ pub fn new_span_id() -> SpanId {
 
 /// Opens the request's span: a child of `parent` when there is one to
 /// continue, else the root of a new trace (whose id is random, as the
-/// random-trace-id flag then says).
+/// random-trace-id flag then says). The request's verified `session`, if
+/// any, goes into the context with it.
 pub fn open_span(
     cx: Context,
     parent: Option<(&TraceParent, Option<String>)>,
     caller_span: Option<SpanId>,
+    session: Option<TrustedSession>,
 ) -> Context {
     let known_flags = TRACE_FLAG_SAMPLED | TRACE_FLAG_RANDOM_TRACE_ID;
     let (trace_id, parent_span_id, flags, state) = match parent {
@@ -102,13 +110,11 @@ pub fn open_span(
         parent_span_id: caller_span
             .filter(|_| parent_span_id.is_some())
             .or(parent_span_id),
+        session,
+        trace_state: state,
     };
     let context = SpanContext::new(trace_id, span.span_id, flags, true, otel_state);
-    let cx = cx.with_remote_span_context(context).with_value(span);
-    match state {
-        Some(state) => cx.with_value(TraceStateHeader(state)),
-        None => cx,
-    }
+    cx.with_remote_span_context(context).with_value(span)
 }
 
 /// The trace id, span id and parent span id of the current request, as hex,

@@ -1,25 +1,33 @@
 //! What parsing propagation headers costs in heap bytes, measured with a counting global allocator: many
 //! `baggage` headers cost what one does (the attack behind OpenTelemetry Go's CVE-2026-29181), and
 //! delimiter-dense input costs what the budget allows, not what the input weighs (the Java, JS and .NET
-//! advisories). Run with `--nocapture` to see the figures.
+//! advisories). Run with `--nocapture` to see the figures. Also what a debug session adds to the
+//! allocations of the request that carries it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use http::HeaderMap;
 use keyhole::propagation::{Baggage, TraceState, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS};
+use keyhole::testing::{session_token, OfflineAgent};
+use keyhole::{inbound_context, TrustedSession, SESSION_BAGGAGE_KEY};
+use keyhole_proto::token::SessionSigner;
+use opentelemetry::Context;
 
-/// Counts the bytes each thread asks the system allocator for, so tests running in parallel do not see
-/// each other's allocations.
+/// Counts the bytes each thread asks the system allocator for, and how many times it asks, so tests
+/// running in parallel do not see each other's allocations.
 struct CountingAllocator;
 
 thread_local! {
     // `const` initialisation: reading it never allocates, so the allocator cannot recurse into itself.
     static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count(bytes: usize) {
     // `try_with` fails only while the thread is being torn down; those allocations are nobody's test.
     let _ = ALLOCATED.try_with(|allocated| allocated.set(allocated.get().saturating_add(bytes)));
+    let _ = ALLOCATIONS.try_with(|allocations| allocations.set(allocations.get().saturating_add(1)));
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
@@ -58,6 +66,13 @@ fn allocated_by<T>(work: impl FnOnce() -> T) -> (T, usize) {
     let before = ALLOCATED.with(Cell::get);
     let result = work();
     (result, ALLOCATED.with(Cell::get) - before)
+}
+
+/// The result of `work` and how many allocations (and reallocations) the current thread made in it.
+fn allocations_by<T>(work: impl FnOnce() -> T) -> (T, usize) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let result = work();
+    (result, ALLOCATIONS.with(Cell::get) - before)
 }
 
 fn parse_baggage(values: &[String]) -> (Baggage, usize) {
@@ -188,4 +203,42 @@ fn delimiter_dense_tracestate_allocates_nothing_and_reading_stops_at_the_thirty_
     assert!(state.is_err());
     // 32 members of about 205 bytes, in a string grown by doubling.
     assert!(bytes <= 4 * 32 * 210, "{bytes} bytes allocated");
+}
+
+/// How long the session of the test below stays valid.
+const SESSION_SECONDS: u64 = 600;
+
+#[test]
+fn a_request_that_carries_a_verified_session_allocates_no_more_than_one_that_does_not() {
+    let signer = SessionSigner::new("k-allocations", &[7; 32]).expect("key");
+    let _agent = OfflineAgent::trusting("allocations", &signer).expect("offline agent");
+    let token = session_token(&signer, "ses-allocations", SESSION_SECONDS).expect("token");
+    let mut session = HeaderMap::new();
+    let header = format!("{SESSION_BAGGAGE_KEY}={token}");
+    session.insert("baggage", header.parse().expect("header"));
+    let plain = HeaderMap::new();
+    // The first look checks the signature and fills the cache; every later request of the session
+    // is served from it.
+    let verified = inbound_context(&Context::new(), &session, false);
+    assert!(TrustedSession::in_context(&verified).is_some());
+
+    for trusted in [false, true] {
+        let (without, plain_allocations) =
+            allocations_by(|| inbound_context(&Context::new(), &plain, trusted));
+        let (with, session_allocations) =
+            allocations_by(|| inbound_context(&Context::new(), &session, trusted));
+        println!(
+            "request context (trusted caller: {trusted}): {plain_allocations} allocations without a session, \
+             {session_allocations} with one"
+        );
+        assert!(TrustedSession::in_context(&without).is_none());
+        assert_eq!(
+            TrustedSession::in_context(&with).map(TrustedSession::session_id),
+            Some("ses-allocations")
+        );
+        assert!(
+            session_allocations <= plain_allocations,
+            "the session's request made {session_allocations} allocations, a plain one {plain_allocations}"
+        );
+    }
 }

@@ -1,10 +1,9 @@
 //! A verified debug session follows the request downstream through Keyhole's propagation, and stays
 //! out of the application's OpenTelemetry baggage, which tracing pipelines may copy into spans and logs.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use http::HeaderMap;
 use keyhole::propagation::Baggage;
+use keyhole::testing::{session_token, OfflineAgent};
 use keyhole::{inbound_context, inject_context, TrustedSession, SESSION_BAGGAGE_KEY};
 use keyhole_proto::token::SessionSigner;
 use opentelemetry::baggage::BaggageExt as _;
@@ -16,26 +15,15 @@ const SESSION_SECONDS: u64 = 600;
 #[test]
 fn a_verified_session_goes_on_downstream_and_never_into_the_applications_baggage() {
     let signer = SessionSigner::new("k-propagation", &[9; 32]).expect("key");
-    let agent = keyhole::Agent::builder()
-        .service("propagation")
-        .token("unused")
-        .init_offline()
-        .expect("offline agent");
-    agent.set_keys(&[signer.verification_key()]);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let token = signer
-        .sign("ses-propagation", now + SESSION_SECONDS)
-        .expect("token");
+    let _agent = OfflineAgent::trusting("propagation", &signer).expect("offline agent");
+    let token = session_token(&signer, "ses-propagation", SESSION_SECONDS).expect("token");
 
     let mut incoming = HeaderMap::new();
     let header = format!("{SESSION_BAGGAGE_KEY}={token},tenant.id=acme");
     incoming.insert("baggage", header.parse().expect("header"));
     let cx = inbound_context(&Context::new(), &incoming, false);
     assert_eq!(
-        cx.get::<TrustedSession>().map(TrustedSession::session_id),
+        TrustedSession::in_context(&cx).map(TrustedSession::session_id),
         Some("ses-propagation")
     );
     assert_eq!(
