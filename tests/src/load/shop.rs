@@ -260,11 +260,15 @@ impl RunningShop {
     /// Runs both services and the control plane (while it is up) on CPU `cpu` alone, every
     /// thread of theirs, until pinned again.
     pub fn pin(&self, cpu: usize) -> Result<(), String> {
-        let server = self.server.as_ref().map(Server::pid);
-        for pid in self.service_pids().into_iter().chain(server) {
+        for pid in self.service_pids().into_iter().chain(self.control_plane_pid()) {
             crate::load::cpu::pin_process(pid, cpu)?;
         }
         Ok(())
+    }
+
+    /// The control plane's process id while it is up, for the CPU time it spends beside the shop.
+    pub fn control_plane_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Server::pid)
     }
 
     /// Both services' process ids, for the CPU time they spend.

@@ -131,25 +131,36 @@ struct Args {
     build_timeout_min: u64,
 }
 
+/// CPU time spent during one configuration's load: by both services, and by its control plane.
+#[derive(Clone, Copy)]
+struct Spent {
+    services: CpuSplit,
+    control_plane: Duration,
+}
+
 /// CPU microseconds per request answered, by where they were spent: the serving threads' user
-/// and system time, and the agent threads'.
+/// and system time, and the agent threads'; and apart from them, the control plane's (which shares
+/// the machine's CPUs with the services but is not the host's cost).
 #[derive(Clone, Copy)]
 struct CpuPerRequest {
     serving_user: f64,
     serving_system: f64,
     agent: f64,
+    control_plane: f64,
 }
 
 impl CpuPerRequest {
-    fn of(spent: CpuSplit, answered: u64) -> CpuPerRequest {
+    fn of(spent: Spent, answered: u64) -> CpuPerRequest {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / answered.max(1) as f64;
         CpuPerRequest {
-            serving_user: per(spent.serving.user),
-            serving_system: per(spent.serving.system),
-            agent: per(spent.agent.total()),
+            serving_user: per(spent.services.serving.user),
+            serving_system: per(spent.services.serving.system),
+            agent: per(spent.services.agent.total()),
+            control_plane: per(spent.control_plane),
         }
     }
 
+    /// Both services' CPU time per request, the agents' threads included.
     fn total(self) -> f64 {
         self.serving_user + self.serving_system + self.agent
     }
@@ -498,7 +509,8 @@ impl Started {
         })
     }
 
-    /// Loads the shops at `indices` all at once, counting the CPU time their services spend.
+    /// Loads the shops at `indices` all at once, counting the CPU time their services and control
+    /// planes spend.
     /// Each one's client runs on the CPU `cpus` gives it, if any.
     fn load(
         &self,
@@ -506,15 +518,21 @@ impl Started {
         indices: &[usize],
         cpus: &[Option<usize>],
         stop: &Arc<AtomicBool>,
-    ) -> Result<Vec<(usize, LoadReport, CpuSplit)>, String> {
+    ) -> Result<Vec<(usize, LoadReport, Spent)>, String> {
         let plans: Vec<LoadPlan> = indices
             .iter()
             .filter_map(|&i| self.plans.get(i).cloned())
             .collect();
-        let meters: Vec<CpuMeter> = indices
+        let meters: Vec<(CpuMeter, CpuMeter)> = indices
             .iter()
             .filter_map(|&i| self.shops.get(i))
-            .map(|shop| CpuMeter::start(&shop.service_pids()))
+            .map(|shop| {
+                let control_plane: Vec<u32> = shop.control_plane_pid().into_iter().collect();
+                (
+                    CpuMeter::start(&shop.service_pids()),
+                    CpuMeter::start(&control_plane),
+                )
+            })
             .collect();
         let recordings = match &self.perf {
             Some(dir) => indices
@@ -535,7 +553,13 @@ impl Started {
             .iter()
             .zip(reports)
             .zip(meters)
-            .map(|((&index, report), meter)| (index, report, meter.spent()))
+            .map(|((&index, report), (services, control_plane))| {
+                let spent = Spent {
+                    services: services.spent(),
+                    control_plane: control_plane.spent().total(),
+                };
+                (index, report, spent)
+            })
             .collect())
     }
 
@@ -552,7 +576,7 @@ impl Started {
         round: usize,
         index: usize,
         report: LoadReport,
-        spent: CpuSplit,
+        spent: Spent,
         rss: RssSeries,
         with_captures: bool,
     ) -> RunFigures {
@@ -620,7 +644,7 @@ fn print_run(round: usize, rounds: usize, figures: &RunFigures) {
         .unwrap_or_default();
     println!(
         "round {round}/{rounds} {}  {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
-         CPU {:.1} us/req (serving: user {:.1}, system {:.1}; agent thread {:.2})  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}{by_session}",
+         CPU {:.1} us/req (serving: user {:.1}, system {:.1}; agent thread {:.2}; control plane {:.2})  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}{by_session}",
         figures.configuration.letter(),
         report.throughput(),
         millis(report.latency.p50),
@@ -630,6 +654,7 @@ fn print_run(round: usize, rounds: usize, figures: &RunFigures) {
         figures.cpu.serving_user,
         figures.cpu.serving_system,
         figures.cpu.agent,
+        figures.cpu.control_plane,
         report.errors,
         figures.rss.first as f64 / MIB,
         figures.rss.max_growth() as f64 / MIB,

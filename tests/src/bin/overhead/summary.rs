@@ -15,6 +15,7 @@ struct Medians {
     cpu: f64,
     system: f64,
     agent: f64,
+    control_plane: f64,
     errors: u64,
     rss_growth_max: f64,
 }
@@ -30,6 +31,7 @@ impl Medians {
             cpu: median_of(&|r| r.cpu.total()),
             system: median_of(&|r| r.cpu.serving_system),
             agent: median_of(&|r| r.cpu.agent),
+            control_plane: median_of(&|r| r.cpu.control_plane),
             errors: runs.iter().map(|r| r.report.errors.total()).sum(),
             rss_growth_max: runs
                 .iter()
@@ -137,12 +139,12 @@ pub(crate) fn summarise(runs: &[RunFigures], configurations: &[Configuration], a
     println!();
     println!(
         "| config | what | req/s | p50 ms | p99 ms | p99.9 ms | req/s vs a | p99 vs a | \
-         CPU us/req | CPU vs a | of it system | agent thread | errors | frontend RSS growth, max MiB |"
+         CPU us/req | CPU vs a | of it system | agent thread | control plane us/req | errors | frontend RSS growth, max MiB |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (configuration, m) in &medians {
         println!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.3} | {:.1} | {:.2} | {} | {:.1} |",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.3} | {:.1} | {:.2} | {:.2} | {} | {:.1} |",
             configuration.letter(),
             configuration.describe(),
             m.throughput,
@@ -155,6 +157,7 @@ pub(crate) fn summarise(runs: &[RunFigures], configurations: &[Configuration], a
             m.cpu / baseline.cpu,
             m.system,
             m.agent,
+            m.control_plane,
             m.errors,
             m.rss_growth_max
         );
