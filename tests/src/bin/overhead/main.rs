@@ -108,6 +108,13 @@ struct Args {
     /// from c only in whose session they carry; without it, a, b and c serve no session at all.
     #[arg(long)]
     session_everywhere: bool,
+    /// The session's requests (and any other configuration's, with --session-everywhere) are sent
+    /// during the warm-up only: the processes then hold what the captures and the session left in
+    /// them (the symbolizer's tables, the verified token, the queue's buffers), and the measured
+    /// load carries no session. What d then costs is what its captures left behind, not what its
+    /// requests do.
+    #[arg(long)]
+    session_in_warmup_only: bool,
     /// The breakpoints' rate in c, d and e, snapshots a second (default: the control plane's, 1).
     /// A very low rate (0.001: one snapshot per breakpoint) keeps the session's probe hits and
     /// leaves out the captures and their uploads.
@@ -214,7 +221,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     println!(
         "{} round(s) of {}; {:.0} s measured per run (e: {:.0} s) after {:.0} s warm-up; \
-         {} connections; {}: {:.0}% of requests carry a session",
+         {} connections; {}: {:.0}% of requests carry a session{}",
         args.rounds,
         configurations
             .iter()
@@ -230,7 +237,12 @@ fn run(args: &Args) -> Result<(), String> {
         } else {
             "d and e"
         },
-        args.session_fraction * 100.0
+        args.session_fraction * 100.0,
+        if args.session_in_warmup_only {
+            " during the warm-up, none measured"
+        } else {
+            ""
+        }
     );
     println!();
 
@@ -356,6 +368,9 @@ fn measure(
             .collect();
         run_together(&warm, &[], &load.stop)?;
     }
+    if args.session_in_warmup_only {
+        started.leave_out_sessions();
+    }
     let loaded = started.load(
         round,
         &(0..started.shops.len()).collect::<Vec<_>>(),
@@ -395,6 +410,9 @@ fn measure_in_bursts(
         for plan in &started.plans {
             run_together(&[plan.lasting(load.warmup)], &[], &load.stop)?;
         }
+    }
+    if args.session_in_warmup_only {
+        started.leave_out_sessions();
     }
     let indices: Vec<usize> = (0..configurations.len()).collect();
     let mut loaded = Vec::new();
@@ -507,6 +525,13 @@ impl Started {
             samplers,
             perf: args.perf.clone(),
         })
+    }
+
+    /// From now on no request carries a session.
+    fn leave_out_sessions(&mut self) {
+        for plan in &mut self.plans {
+            plan.session = None;
+        }
     }
 
     /// Loads the shops at `indices` all at once, counting the CPU time their services and control
