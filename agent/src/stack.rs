@@ -40,8 +40,8 @@ impl StackAddresses {
         let mut stack = Self::default();
         let max_frames = max_frames.min(MAX_FRAMES);
         let mut entry_found = false;
-        // `trace` walks the stack without allocating or resolving anything.
-        backtrace::trace(|frame| {
+        // Walks the stack without allocating or resolving anything.
+        walk(|frame| {
             // Frames whose start is unknown report 0, which is never the entry.
             if !entry_found && entry != 0 && frame.symbol_address() as usize == entry {
                 entry_found = true;
@@ -70,6 +70,29 @@ impl StackAddresses {
     pub fn addresses(&self) -> &[usize] {
         self.addresses.get(..self.len).unwrap_or_default()
     }
+}
+
+/// Walks the current thread's stack, innermost frame first, until `visit` says stop.
+///
+/// Not `backtrace::trace`: that takes the lock `backtrace::resolve` holds for as long as it reads
+/// debug information, so a request capturing its stack would wait for the agent's thread to finish
+/// naming another snapshot's frames. The lock is there for Windows' dbghelp, whose unwinder and
+/// symbolizer are one non-reentrant library; elsewhere the unwinder (libgcc's or libunwind's, the
+/// one panics use from any thread at any time) is safe to run from many threads at once and shares
+/// no state with symbolisation.
+#[cfg(not(windows))]
+fn walk(visit: impl FnMut(&backtrace::Frame) -> bool) {
+    // SAFETY: `trace_unsynchronized` asks that nothing else use the platform's unwinder at the same
+    // time unless that unwinder is thread-safe. Outside Windows it is `_Unwind_Backtrace`, which
+    // is: it holds its own locks around the registered frame tables and reads nothing the
+    // symbolizer writes. The callback neither panics nor unwinds (it only copies addresses).
+    unsafe { backtrace::trace_unsynchronized(visit) }
+}
+
+/// Windows' dbghelp is not thread-safe: there the walk takes backtrace's lock.
+#[cfg(windows)]
+fn walk(visit: impl FnMut(&backtrace::Frame) -> bool) {
+    backtrace::trace(visit)
 }
 
 /// Names frames, with a bounded cache of what it has resolved before.
@@ -162,6 +185,45 @@ mod tests {
         );
         assert!(frames[0].file.ends_with("stack.rs"), "{frames:#?}");
         assert!(frames[0].line > 0, "{frames:#?}");
+    }
+
+    #[test]
+    fn a_stack_is_taken_while_another_thread_is_inside_the_symbolizer() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        /// Long enough for any stack walk on any machine; the symbolizer is held until the walk
+        /// is done, so without the fix the walk never ends before it.
+        const WALK_WAIT: Duration = Duration::from_secs(30);
+
+        let (inside, symbolizing) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let symbolizer = std::thread::spawn(move || {
+            let here = a_function_with_a_probe as *const () as *mut std::ffi::c_void;
+            // The callback runs with backtrace's lock held, as a slow resolution would.
+            let mut once = Some((inside, released));
+            backtrace::resolve(here, |_| {
+                if let Some((inside, released)) = once.take() {
+                    let _ = inside.send(());
+                    let _ = released.recv_timeout(WALK_WAIT);
+                }
+            });
+        });
+        symbolizing
+            .recv_timeout(WALK_WAIT)
+            .expect("the symbolizer resolves this test's own function");
+        let (walked, stack) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = walked.send(a_function_with_a_probe(3).addresses().len());
+        });
+        let frames = stack.recv_timeout(WALK_WAIT);
+        release.send(()).unwrap();
+        symbolizer.join().unwrap();
+        assert_eq!(
+            frames,
+            Ok(3),
+            "the stack walk waited for the symbolizer to let go"
+        );
     }
 
     #[test]
