@@ -33,22 +33,30 @@ pub const MAX_CACHED_TOKENS: usize = 1024;
 pub const TOKEN_CHECKS_PER_SEC: f64 = 200.0;
 
 /// A debug session whose token was verified by this agent.
+///
+/// One shared allocation: every request of the session clones it out of the verified-token cache
+/// in each service it passes through and drops it when done, and each of those touches one count
+/// that every serving thread shares, not one per field.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TrustedSession {
-    session_id: Arc<str>,
+pub struct TrustedSession(Arc<Verified>);
+
+/// What a verified token grants.
+#[derive(PartialEq, Eq)]
+struct Verified {
+    session_id: Box<str>,
     /// The token it was verified from, to send on downstream. Never printed.
-    token: Arc<str>,
+    token: Box<str>,
     /// `keyhole.session=` and the token as a `baggage` member carries it, encoded once when the
     /// token is verified (and kept with it in the cache) rather than on every outbound call.
-    baggage_member: Arc<str>,
+    baggage_member: Box<str>,
     expires_at_unix: u64,
 }
 
 impl fmt::Debug for TrustedSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrustedSession")
-            .field("session_id", &self.session_id)
-            .field("expires_at_unix", &self.expires_at_unix)
+            .field("session_id", &self.0.session_id)
+            .field("expires_at_unix", &self.0.expires_at_unix)
             .finish()
     }
 }
@@ -95,12 +103,12 @@ impl TrustedSession {
         member
             .insert(SESSION_BAGGAGE_KEY, token)
             .map_err(|_| SessionError::Token(TokenError::Malformed("too long for baggage")))?;
-        Ok(Self {
+        Ok(Self(Arc::new(Verified {
             session_id: claims.session_id.into(),
             token: token.into(),
             baggage_member: member.to_header().unwrap_or_default().into(),
             expires_at_unix: claims.expires_at_unix,
-        })
+        })))
     }
 
     /// Verifies a session token (the value of the `keyhole.session` baggage
@@ -115,27 +123,27 @@ impl TrustedSession {
     }
 
     pub fn session_id(&self) -> &str {
-        &self.session_id
+        &self.0.session_id
     }
 
     pub fn expires_at_unix(&self) -> u64 {
-        self.expires_at_unix
+        self.0.expires_at_unix
     }
 
     /// The token this session was verified from, as outbound calls carry it.
     pub(crate) fn token(&self) -> &str {
-        &self.token
+        &self.0.token
     }
 
     /// The session as one `baggage` list-member: `keyhole.session=` and the token, encoded.
     pub(crate) fn baggage_member(&self) -> &str {
-        &self.baggage_member
+        &self.0.baggage_member
     }
 
     /// Whether the session has expired at `now_unix_ms` (unix milliseconds).
     pub(crate) fn is_expired_at(&self, now_unix_ms: i64) -> bool {
         let now_unix = u64::try_from(now_unix_ms / 1000).unwrap_or(0);
-        self.expires_at_unix <= now_unix
+        self.0.expires_at_unix <= now_unix
     }
 
     /// The current context with this session in it: in place of the request's own session when
@@ -174,7 +182,7 @@ impl TrustedSession {
     /// not expired.
     pub fn current() -> Option<TrustedSession> {
         Context::map_current(|cx| TrustedSession::in_context(cx).cloned())
-            .filter(|session| session.expires_at_unix > unix_now())
+            .filter(|session| session.expires_at_unix() > unix_now())
     }
 }
 
@@ -217,7 +225,7 @@ impl VerifiedTokens {
             )));
         }
         if let Some(session) = self.verified.get(token) {
-            if session.expires_at_unix > now {
+            if session.expires_at_unix() > now {
                 return Ok(session.clone());
             }
         }
@@ -232,7 +240,7 @@ impl VerifiedTokens {
         }
         let session = TrustedSession::verify(verifier, token, now)?;
         if self.verified.len() >= MAX_CACHED_TOKENS {
-            self.verified.retain(|_, cached| cached.expires_at_unix > now);
+            self.verified.retain(|_, cached| cached.expires_at_unix() > now);
             if self.verified.len() >= MAX_CACHED_TOKENS {
                 self.verified.clear();
             }
@@ -261,6 +269,22 @@ mod tests {
     fn session(signer: &SessionSigner, verifier: &SessionVerifier, id: &str) -> TrustedSession {
         let now = unix_now();
         TrustedSession::verify(verifier, &signer.sign(id, now + 60).unwrap(), now).unwrap()
+    }
+
+    #[test]
+    fn a_session_is_one_pointer_to_one_shared_allocation() {
+        let (signer, verifier) = keys();
+        let verified = session(&signer, &verifier, "ses-shared");
+        assert_eq!(
+            std::mem::size_of::<TrustedSession>(),
+            std::mem::size_of::<usize>()
+        );
+        let copy = verified.clone();
+        assert!(
+            Arc::ptr_eq(&verified.0, &copy.0),
+            "a clone shares what was verified"
+        );
+        assert_eq!(copy, verified);
     }
 
     #[test]
