@@ -267,8 +267,8 @@ mod tests {
     }
 
     fn session(signer: &SessionSigner, verifier: &SessionVerifier, id: &str) -> TrustedSession {
-        let now = unix_now();
-        TrustedSession::verify(verifier, &signer.sign(id, now + 60).unwrap(), now).unwrap()
+        let token = crate::testing::session_token(signer, id, 60).unwrap();
+        TrustedSession::verify(verifier, &token, unix_now()).unwrap()
     }
 
     #[test]

@@ -325,6 +325,14 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the shops of a run are warmed up all at once (as they are then loaded) or one after
+/// another (as bursts load them).
+#[derive(Clone, Copy)]
+enum Warm {
+    Together,
+    InTurn,
+}
+
 /// How long to load each run, after how long a warm-up, until when.
 struct Load {
     length: Duration,
@@ -360,17 +368,7 @@ fn measure(
         .max()
         .unwrap_or(load.length);
     let mut started = Started::start(configurations, args, binaries, &|_| length)?;
-    if !load.warmup.is_zero() {
-        let warm: Vec<LoadPlan> = started
-            .plans
-            .iter()
-            .map(|plan| plan.lasting(load.warmup))
-            .collect();
-        run_together(&warm, &[], &load.stop)?;
-    }
-    if args.session_in_warmup_only {
-        started.leave_out_sessions();
-    }
+    started.warm_up(load, Warm::Together, args.session_in_warmup_only)?;
     let loaded = started.load(
         round,
         &(0..started.shops.len()).collect::<Vec<_>>(),
@@ -406,14 +404,7 @@ fn measure_in_bursts(
     load: &Load,
 ) -> Result<Vec<RunFigures>, String> {
     let mut started = Started::start(configurations, args, binaries, &|c| load.length_of(c))?;
-    if !load.warmup.is_zero() {
-        for plan in &started.plans {
-            run_together(&[plan.lasting(load.warmup)], &[], &load.stop)?;
-        }
-    }
-    if args.session_in_warmup_only {
-        started.leave_out_sessions();
-    }
+    started.warm_up(load, Warm::InTurn, args.session_in_warmup_only)?;
     let indices: Vec<usize> = (0..configurations.len()).collect();
     let mut loaded = Vec::new();
     for round in cycles.first_round..cycles.first_round + cycles.bursts {
@@ -527,11 +518,28 @@ impl Started {
         })
     }
 
-    /// From now on no request carries a session.
-    fn leave_out_sessions(&mut self) {
-        for plan in &mut self.plans {
-            plan.session = None;
+    /// Loads every shop for `load.warmup`, unmeasured, as `how` says; with `session_in_warmup_only`
+    /// no later request carries a session.
+    fn warm_up(&mut self, load: &Load, how: Warm, session_in_warmup_only: bool) -> Result<(), String> {
+        if !load.warmup.is_zero() {
+            let warm: Vec<LoadPlan> = self.plans.iter().map(|plan| plan.lasting(load.warmup)).collect();
+            match how {
+                Warm::Together => {
+                    run_together(&warm, &[], &load.stop)?;
+                }
+                Warm::InTurn => {
+                    for plan in warm {
+                        run_together(&[plan], &[], &load.stop)?;
+                    }
+                }
+            }
         }
+        if session_in_warmup_only {
+            for plan in &mut self.plans {
+                plan.session = None;
+            }
+        }
+        Ok(())
     }
 
     /// Loads the shops at `indices` all at once, counting the CPU time their services and control
