@@ -14,6 +14,7 @@ pub mod http;
 pub mod latency;
 pub mod perf;
 pub mod rss;
+pub mod sched;
 pub mod shop;
 
 use std::collections::BTreeMap;

@@ -17,15 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use keyhole_tests::load;
 use keyhole_tests::load::build::{self, Binaries};
-use keyhole_tests::load::cpu::{pin_this_thread, CpuMeter, CpuSplit};
-use keyhole_tests::load::perf::PerfRecording;
-use keyhole_tests::load::rss::{RssSampler, RssSeries};
-use keyhole_tests::load::shop::{Captures, Configuration, Launch, RunningShop};
-use keyhole_tests::load::{self, LoadPlan, LoadReport, Target};
+use keyhole_tests::load::rss::RssSeries;
+use keyhole_tests::load::shop::Configuration;
 
+mod figures;
+mod started;
 mod summary;
 
+use figures::{describe_captures, print_run, RunFigures};
+use started::{Load, Started, Warm};
 use summary::summarise;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -136,53 +138,6 @@ struct Args {
     /// Minutes each cargo build may take.
     #[arg(long, default_value_t = 30)]
     build_timeout_min: u64,
-}
-
-/// CPU time spent during one configuration's load: by both services, and by its control plane.
-#[derive(Clone, Copy)]
-struct Spent {
-    services: CpuSplit,
-    control_plane: Duration,
-}
-
-/// CPU microseconds per request answered, by where they were spent: the serving threads' user
-/// and system time, and the agent threads'; and apart from them, the control plane's (which shares
-/// the machine's CPUs with the services but is not the host's cost).
-#[derive(Clone, Copy)]
-struct CpuPerRequest {
-    serving_user: f64,
-    serving_system: f64,
-    agent: f64,
-    control_plane: f64,
-}
-
-impl CpuPerRequest {
-    fn of(spent: Spent, answered: u64) -> CpuPerRequest {
-        let per = |d: Duration| d.as_secs_f64() * 1e6 / answered.max(1) as f64;
-        CpuPerRequest {
-            serving_user: per(spent.services.serving.user),
-            serving_system: per(spent.services.serving.system),
-            agent: per(spent.services.agent.total()),
-            control_plane: per(spent.control_plane),
-        }
-    }
-
-    /// Both services' CPU time per request, the agents' threads included.
-    fn total(self) -> f64 {
-        self.serving_user + self.serving_system + self.agent
-    }
-}
-
-/// What one run of one configuration measured.
-struct RunFigures {
-    /// The round it ran in, from 1.
-    round: usize,
-    configuration: Configuration,
-    report: LoadReport,
-    rss: RssSeries,
-    /// CPU time both services spent per request answered.
-    cpu: CpuPerRequest,
-    captures: Option<Captures>,
 }
 
 fn main() -> ExitCode {
@@ -325,33 +280,6 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the shops of a run are warmed up all at once (as they are then loaded) or one after
-/// another (as bursts load them).
-#[derive(Clone, Copy)]
-enum Warm {
-    Together,
-    InTurn,
-}
-
-/// How long to load each run, after how long a warm-up, until when.
-struct Load {
-    length: Duration,
-    /// e's runs, which may be longer for the memory figure.
-    e_length: Duration,
-    warmup: Duration,
-    stop: Arc<AtomicBool>,
-}
-
-impl Load {
-    fn length_of(&self, configuration: Configuration) -> Duration {
-        if configuration == Configuration::Disconnected {
-            self.e_length
-        } else {
-            self.length
-        }
-    }
-}
-
 /// Starts each of `configurations` (one, or a pair side by side), warms them up, loads them all at
 /// once, and stops them.
 fn measure(
@@ -455,261 +383,6 @@ fn measure_in_bursts(
             )
         })
         .collect())
-}
-
-/// Configurations' services, started, with the load that drives each and its memory sampler.
-struct Started {
-    configurations: Vec<Configuration>,
-    shops: Vec<RunningShop>,
-    plans: Vec<LoadPlan>,
-    samplers: Vec<RssSampler>,
-    /// Where `--perf` keeps each run's samples.
-    perf: Option<PathBuf>,
-}
-
-impl Started {
-    fn start(
-        configurations: &[Configuration],
-        args: &Args,
-        binaries: &Binaries,
-        length: &dyn Fn(Configuration) -> Duration,
-    ) -> Result<Started, String> {
-        let mut shops = configurations
-            .iter()
-            .map(|&configuration| {
-                let launch = Launch {
-                    callgrind: None,
-                    breakpoint_rate: args.breakpoint_rate,
-                    preload: args.preload.as_deref(),
-                };
-                RunningShop::start(configuration, binaries, &launch)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if args.session_everywhere {
-            for shop in &mut shops {
-                shop.carry_another_session()?;
-            }
-        }
-        let plans = shops
-            .iter()
-            .zip(configurations)
-            .map(|(shop, &configuration)| {
-                Ok(LoadPlan {
-                    target: Target::parse(shop.frontend_url())?,
-                    concurrency: args.concurrency,
-                    requests: args.requests,
-                    duration: length(configuration),
-                    session: shop.session_share(args.session_fraction),
-                    request_timeout: REQUEST_TIMEOUT,
-                    client_threads: args.client_threads,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let samplers = shops
-            .iter()
-            .map(|shop| RssSampler::start(shop.frontend_pid(), RSS_EVERY))
-            .collect();
-        Ok(Started {
-            configurations: configurations.to_vec(),
-            shops,
-            plans,
-            samplers,
-            perf: args.perf.clone(),
-        })
-    }
-
-    /// Loads every shop for `load.warmup`, unmeasured, as `how` says; with `session_in_warmup_only`
-    /// no later request carries a session.
-    fn warm_up(&mut self, load: &Load, how: Warm, session_in_warmup_only: bool) -> Result<(), String> {
-        if !load.warmup.is_zero() {
-            let warm: Vec<LoadPlan> = self.plans.iter().map(|plan| plan.lasting(load.warmup)).collect();
-            match how {
-                Warm::Together => {
-                    run_together(&warm, &[], &load.stop)?;
-                }
-                Warm::InTurn => {
-                    for plan in warm {
-                        run_together(&[plan], &[], &load.stop)?;
-                    }
-                }
-            }
-        }
-        if session_in_warmup_only {
-            for plan in &mut self.plans {
-                plan.session = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// Loads the shops at `indices` all at once, counting the CPU time their services and control
-    /// planes spend.
-    /// Each one's client runs on the CPU `cpus` gives it, if any.
-    fn load(
-        &self,
-        round: usize,
-        indices: &[usize],
-        cpus: &[Option<usize>],
-        stop: &Arc<AtomicBool>,
-    ) -> Result<Vec<(usize, LoadReport, Spent)>, String> {
-        let plans: Vec<LoadPlan> = indices
-            .iter()
-            .filter_map(|&i| self.plans.get(i).cloned())
-            .collect();
-        let meters: Vec<(CpuMeter, CpuMeter)> = indices
-            .iter()
-            .filter_map(|&i| self.shops.get(i))
-            .map(|shop| {
-                let control_plane: Vec<u32> = shop.control_plane_pid().into_iter().collect();
-                (
-                    CpuMeter::start(&shop.service_pids()),
-                    CpuMeter::start(&control_plane),
-                )
-            })
-            .collect();
-        let recordings = match &self.perf {
-            Some(dir) => indices
-                .iter()
-                .filter_map(|&i| Some((self.configurations.get(i)?, self.shops.get(i)?)))
-                .map(|(configuration, shop)| {
-                    let name = format!("{}-{round}", configuration.letter());
-                    PerfRecording::start(dir, &name, &shop.service_pids())
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
-        let reports = run_together(&plans, cpus, stop)?;
-        for (recording, report) in recordings.into_iter().zip(&reports) {
-            recording.finish(report.ok + report.errors.total())?;
-        }
-        Ok(indices
-            .iter()
-            .zip(reports)
-            .zip(meters)
-            .map(|((&index, report), (services, control_plane))| {
-                let spent = Spent {
-                    services: services.spent(),
-                    control_plane: control_plane.spent().total(),
-                };
-                (index, report, spent)
-            })
-            .collect())
-    }
-
-    /// Each shop's frontend memory since it started; sampling ends here.
-    fn finish_sampling(&mut self) -> Vec<RssSeries> {
-        std::mem::take(&mut self.samplers)
-            .into_iter()
-            .map(RssSampler::finish)
-            .collect()
-    }
-
-    fn figures(
-        &self,
-        round: usize,
-        index: usize,
-        report: LoadReport,
-        spent: Spent,
-        rss: RssSeries,
-        with_captures: bool,
-    ) -> RunFigures {
-        let answered = report.ok + report.errors.total();
-        RunFigures {
-            round,
-            configuration: self.configurations[index],
-            rss,
-            cpu: CpuPerRequest::of(spent, answered),
-            captures: if with_captures {
-                self.shops.get(index).and_then(RunningShop::captures)
-            } else {
-                None
-            },
-            report,
-        }
-    }
-}
-
-/// Runs every plan at the same time, each from its own thread (on the CPU `cpus` gives it, if
-/// any), and waits for all of them.
-fn run_together(
-    plans: &[LoadPlan],
-    cpus: &[Option<usize>],
-    stop: &Arc<AtomicBool>,
-) -> Result<Vec<LoadReport>, String> {
-    std::thread::scope(|scope| {
-        let clients: Vec<_> = plans
-            .iter()
-            .enumerate()
-            .map(|(k, plan)| {
-                let cpu = cpus.get(k).copied().flatten();
-                scope.spawn(move || {
-                    if let Some(cpu) = cpu {
-                        pin_this_thread(cpu)?;
-                    }
-                    load::run(plan, stop.clone())
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|client| client.join().map_err(|_| "a load client panicked".to_owned())?)
-            .collect()
-    })
-}
-
-fn print_run(round: usize, rounds: usize, figures: &RunFigures) {
-    let report = &figures.report;
-    let captures = figures
-        .captures
-        .as_ref()
-        .map(|c| format!("  {}", describe_captures(c)))
-        .unwrap_or_default();
-    let by_session = report
-        .by_session
-        .as_ref()
-        .map(|(with, without)| {
-            format!(
-                "  p99 with the session {:.3} ms, without {:.3} ms",
-                millis(with.p99),
-                millis(without.p99)
-            )
-        })
-        .unwrap_or_default();
-    println!(
-        "round {round}/{rounds} {}  {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  \
-         CPU {:.1} us/req (serving: user {:.1}, system {:.1}; agent thread {:.2}; control plane {:.2})  errors {}  frontend RSS {:.1} MiB, +{:.1} MiB{captures}{by_session}",
-        figures.configuration.letter(),
-        report.throughput(),
-        millis(report.latency.p50),
-        millis(report.latency.p99),
-        millis(report.latency.p999),
-        figures.cpu.total(),
-        figures.cpu.serving_user,
-        figures.cpu.serving_system,
-        figures.cpu.agent,
-        figures.cpu.control_plane,
-        report.errors,
-        figures.rss.first as f64 / MIB,
-        figures.rss.max_growth() as f64 / MIB,
-    );
-}
-
-/// "45 snapshots stored, hits refused: 73094 by breakpoint_rate".
-fn describe_captures(captures: &Captures) -> String {
-    let refused: Vec<String> = captures
-        .refused
-        .iter()
-        .map(|(why, n)| format!("{n} by {why}"))
-        .collect();
-    format!(
-        "{} snapshots stored, hits refused: {}",
-        captures.stored,
-        if refused.is_empty() {
-            "none".to_owned()
-        } else {
-            refused.join(", ")
-        }
-    )
 }
 
 /// The configurations in the order round `round` (from 1) runs them: each round starts one further

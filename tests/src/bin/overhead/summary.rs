@@ -16,6 +16,9 @@ struct Medians {
     system: f64,
     agent: f64,
     control_plane: f64,
+    /// The kernel's events per request: voluntary and involuntary switches, run-queue wait (us),
+    /// minor faults.
+    events: [f64; 4],
     errors: u64,
     rss_growth_max: f64,
 }
@@ -32,6 +35,12 @@ impl Medians {
             system: median_of(&|r| r.cpu.serving_system),
             agent: median_of(&|r| r.cpu.agent),
             control_plane: median_of(&|r| r.cpu.control_plane),
+            events: [
+                median_of(&|r| r.events.voluntary_switches),
+                median_of(&|r| r.events.involuntary_switches),
+                median_of(&|r| r.events.runqueue_wait),
+                median_of(&|r| r.events.minor_faults),
+            ],
             errors: runs.iter().map(|r| r.report.errors.total()).sum(),
             rss_growth_max: runs
                 .iter()
@@ -161,6 +170,20 @@ pub(crate) fn summarise(runs: &[RunFigures], configurations: &[Configuration], a
             m.errors,
             m.rss_growth_max
         );
+    }
+    println!();
+    println!("The kernel's events in both services per request, medians (ratio to a):");
+    println!();
+    println!("| config | switches, blocking | switches, preempted | run-queue wait us | minor faults |");
+    println!("|---|---:|---:|---:|---:|");
+    for (configuration, m) in &medians {
+        let cells: Vec<String> = m
+            .events
+            .iter()
+            .zip(&baseline.events)
+            .map(|(value, base)| format!("{value:.3} ({:.3})", value / base))
+            .collect();
+        println!("| {} | {} |", configuration.letter(), cells.join(" | "));
     }
     println!();
     println!("Targets (ratios of medians to a, this run; reported, not asserted):");
