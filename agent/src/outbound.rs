@@ -173,9 +173,8 @@ mod tests {
     fn session_context() -> (Context, TrustedSession, SpanId) {
         let signer = SessionSigner::new("k1", &[5; 32]).unwrap();
         let verifier = SessionVerifier::from_keys(&[signer.verification_key()]).unwrap();
-        let now = crate::session::unix_now();
-        let token = signer.sign("ses-outbound", now + 60).unwrap();
-        let session = TrustedSession::verify(&verifier, &token, now).unwrap();
+        let token = crate::testing::session_token(&signer, "ses-outbound", 60).unwrap();
+        let session = TrustedSession::verify(&verifier, &token, crate::session::unix_now()).unwrap();
         let span = SpanId::from_bytes([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
         let context = SpanContext::new(
             TraceId::from_bytes([0x4b; 16]),
