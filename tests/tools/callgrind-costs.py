@@ -12,6 +12,11 @@
                                                        the path only B takes (compare profiles of one
                                                        binary, such as c and d: another build inlines
                                                        differently and names other functions)
+  callgrind-costs.py pages 'GLOB_A' 'GLOB_B'           the 4 KiB pages of code profiles A and B execute,
+                                                       by service and binary, and how many only B does:
+                                                       the code B's path has to bring into the caches
+                                                       and the TLB (profiles of one build, recorded
+                                                       with VALGRIND_OPTS=--dump-instr=yes)
 
 Costs are instructions (the event Ir) unless EVENT is set in the environment to another event the
 profiles count, such as DLmr for last-level data read misses of `instructions --cache-sim`. With
@@ -136,10 +141,65 @@ def only(requests, glob_a, glob_b):
         print(f"{per_request:8.1f}  {fn[:130]}")
 
 
+PAGE_SHIFT = 12
+POSITION_KEYS = ("cfn=", "cfi=", "cfl=", "calls=", "fn=", "fl=", "fi=", "fe=")
+
+
+def code_pages(files):
+    """{(service, binary): the pages of code executed} over the profiles' cost lines."""
+    pages = {}
+    for path in files:
+        service = os.path.basename(path).split(".callgrind")[0].split("-", 1)[-1]
+        objects, binary, address = {}, None, 0
+        with open(path, errors="replace") as lines:
+            for line in lines:
+                line = line.rstrip("\n")
+                if line.startswith("positions:") and "instr" not in line:
+                    sys.exit(f"{path} has no instruction addresses: record with VALGRIND_OPTS=--dump-instr=yes")
+                if line.startswith(("ob=", "cob=")):
+                    # Either may name an object first; only ob= says whose code the lines are.
+                    spec = line.split("=", 1)[1]
+                    match = NAME.match(spec)
+                    if match and match.group(2):
+                        objects[match.group(1)] = match.group(2)
+                    if line.startswith("ob="):
+                        binary = objects.get(match.group(1)) if match else spec
+                elif line.startswith(POSITION_KEYS) or not line or not (line[0].isdigit() or line[0] in "+-*"):
+                    continue
+                else:
+                    # The first position is the instruction's address: absolute, relative or the same.
+                    first = line.split()[0]
+                    if first.startswith("+"):
+                        address += int(first[1:], 0)
+                    elif first.startswith("-"):
+                        address -= int(first[1:], 0)
+                    elif first != "*":
+                        address = int(first, 0)
+                    pages.setdefault((service, binary), set()).add(address >> PAGE_SHIFT)
+    return pages
+
+
+def pages(glob_a, glob_b):
+    a, b = code_pages(profiles(glob_a)), code_pages(profiles(glob_b))
+    print("| service | binary | pages A executes | pages B executes | only B |")
+    print("|---|---|---:|---:|---:|")
+    totals = [0, 0, 0]
+    for key in sorted(set(a) | set(b), key=lambda k: (k[0], str(k[1]))):
+        in_a, in_b = a.get(key, set()), b.get(key, set())
+        row = [len(in_a), len(in_b), len(in_b - in_a)]
+        totals = [t + n for t, n in zip(totals, row)]
+        print(f"| {key[0]} | {os.path.basename(str(key[1]))} | {row[0]} | {row[1]} | {row[2]} |")
+    print(f"| all | | {totals[0]} | {totals[1]} | {totals[2]} |")
+
+
 def main(argv):
-    if len(argv) < 3 or argv[0] not in ("per-call", "callees", "diff", "only"):
+    if len(argv) < 3 or argv[0] not in ("per-call", "callees", "diff", "only", "pages"):
         sys.exit(__doc__)
-    if argv[0] in ("diff", "only"):
+    if argv[0] == "pages":
+        if len(argv) != 3:
+            sys.exit(__doc__)
+        pages(argv[1], argv[2])
+    elif argv[0] in ("diff", "only"):
         if len(argv) != 4:
             sys.exit(__doc__)
         (diff if argv[0] == "diff" else only)(int(argv[1]), argv[2], argv[3])
