@@ -47,17 +47,21 @@ def records(path):
 
     fn = cfn = None
     calls = None
-    # Which column of a cost line holds the event: the first after the position by default.
-    column = 1
+    # Which column of a cost line holds the event: the first after the positions (the line, and the
+    # instruction's address when the profile has them) by default.
+    positions = 1
+    column = positions
     with open(path, errors="replace") as lines:
         for line in lines:
             line = line.rstrip("\n")
-            if line.startswith("events:"):
+            if line.startswith("positions:"):
+                positions = len(line[len("positions:"):].split())
+            elif line.startswith("events:"):
                 events = line[len("events:"):].split()
                 wanted = os.environ.get("EVENT", "Ir")
                 if wanted not in events:
                     sys.exit(f"{path} counts {' '.join(events)}, not {wanted}")
-                column = 1 + events.index(wanted)
+                column = positions + events.index(wanted)
             elif line.startswith("fn="):
                 fn, cfn, calls = name(line[3:]), None, None
             elif line.startswith("cfn="):
