@@ -165,16 +165,12 @@ impl RequestBuilderExt for reqwest::RequestBuilder {
 mod tests {
     use super::*;
     use crate::inbound::inbound_context;
-    use keyhole_proto::token::{SessionSigner, SessionVerifier};
     use opentelemetry::trace::{SpanContext, TraceFlags, TraceId, TraceState};
     use opentelemetry::KeyValue;
 
     /// A context with a verified session and a span, as the inbound layer makes for a session's request.
     fn session_context() -> (Context, TrustedSession, SpanId) {
-        let signer = SessionSigner::new("k1", &[5; 32]).unwrap();
-        let verifier = SessionVerifier::from_keys(&[signer.verification_key()]).unwrap();
-        let token = crate::testing::session_token(&signer, "ses-outbound", 60).unwrap();
-        let session = TrustedSession::verify(&verifier, &token, crate::session::unix_now()).unwrap();
+        let session = crate::session::tests::verified("ses-outbound");
         let span = SpanId::from_bytes([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
         let context = SpanContext::new(
             TraceId::from_bytes([0x4b; 16]),

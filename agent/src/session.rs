@@ -256,7 +256,7 @@ impl VerifiedTokens {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use keyhole_proto::token::SessionSigner;
 
@@ -266,32 +266,32 @@ mod tests {
         (signer, verifier)
     }
 
-    fn session(signer: &SessionSigner, verifier: &SessionVerifier, id: &str) -> TrustedSession {
-        let token = crate::testing::session_token(signer, id, 60).unwrap();
-        TrustedSession::verify(verifier, &token, unix_now()).unwrap()
+    /// Session `id`, signed with the tests' key and verified, valid for a minute.
+    pub(crate) fn verified(id: &str) -> TrustedSession {
+        let (signer, verifier) = keys();
+        let token = crate::testing::session_token(&signer, id, 60).unwrap();
+        TrustedSession::verify(&verifier, &token, unix_now()).unwrap()
     }
 
     #[test]
     fn a_session_is_one_pointer_to_one_shared_allocation() {
-        let (signer, verifier) = keys();
-        let verified = session(&signer, &verifier, "ses-shared");
+        let session = verified("ses-shared");
         assert_eq!(
             std::mem::size_of::<TrustedSession>(),
             std::mem::size_of::<usize>()
         );
-        let copy = verified.clone();
+        let copy = session.clone();
         assert!(
-            Arc::ptr_eq(&verified.0, &copy.0),
+            Arc::ptr_eq(&session.0, &copy.0),
             "a clone shares what was verified"
         );
-        assert_eq!(copy, verified);
+        assert_eq!(copy, session);
     }
 
     #[test]
     fn a_session_made_current_in_a_request_takes_the_place_of_the_one_it_carried() {
-        let (signer, verifier) = keys();
-        let carried = session(&signer, &verifier, "ses-carried");
-        let made = session(&signer, &verifier, "ses-made");
+        let carried = verified("ses-carried");
+        let made = verified("ses-made");
         let request = crate::trace::open_span(Context::new(), None, None, Some(carried));
         let id = |cx: &Context| TrustedSession::in_context(cx).map(|s| s.session_id().to_owned());
         assert_eq!(id(&request).as_deref(), Some("ses-carried"));
@@ -319,14 +319,13 @@ mod tests {
 
     #[test]
     fn a_request_that_carried_no_session_is_served_in_the_session_made_current_around_it() {
-        let (signer, verifier) = keys();
-        let around = session(&signer, &verifier, "ses-around");
+        let around = verified("ses-around");
         let request = crate::trace::open_span(Context::new().with_value(around), None, None, None);
         assert_eq!(
             TrustedSession::in_context(&request).map(TrustedSession::session_id),
             Some("ses-around")
         );
-        let carried = session(&signer, &verifier, "ses-carried");
+        let carried = verified("ses-carried");
         let inner = crate::trace::open_span(request, None, None, Some(carried));
         assert_eq!(
             TrustedSession::in_context(&inner).map(TrustedSession::session_id),
