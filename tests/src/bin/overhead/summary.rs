@@ -235,6 +235,21 @@ pub(crate) fn summarise(runs: &[RunFigures], configurations: &[Configuration], a
             );
         }
     }
+    for (configuration, baseline) in side_comparisons(configurations) {
+        for figure in [Figure::Throughput, Figure::Cpu] {
+            let paired = paired_with(runs, configuration, baseline, figure);
+            if paired.is_empty() {
+                continue;
+            }
+            println!(
+                "- {} {} / {} (no target): round by round {}",
+                configuration.letter(),
+                figure.name(),
+                baseline.letter(),
+                describe_spread(&paired)
+            );
+        }
+    }
     for &configuration in configurations {
         let split: Vec<(f64, f64)> = runs
             .iter()
@@ -281,15 +296,58 @@ pub(crate) fn summarise(runs: &[RunFigures], configurations: &[Configuration], a
 /// machine whose speed drifts over minutes moves both runs of a round alike, which the ratio of the
 /// medians over all rounds does not see.
 fn paired_ratios(runs: &[RunFigures], configuration: Configuration, figure: Figure) -> Vec<f64> {
-    runs.iter()
-        .filter(|run| run.configuration == configuration)
-        .filter_map(|run| {
-            let baseline = runs
-                .iter()
-                .find(|a| a.round == run.round && a.configuration == Configuration::CompiledOut)?;
-            Some(figure.of_run(run) / figure.of_run(baseline))
+    paired_with(runs, configuration, Configuration::CompiledOut, figure)
+}
+
+/// [`paired_ratios`] against `baseline`'s run in the same round instead of a's.
+fn paired_with(
+    runs: &[RunFigures],
+    configuration: Configuration,
+    baseline: Configuration,
+    figure: Figure,
+) -> Vec<f64> {
+    let values: Vec<RoundValue> = runs
+        .iter()
+        .map(|run| (run.round, run.configuration, figure.of_run(run)))
+        .collect();
+    pair_by_round(&values, configuration, baseline)
+}
+
+/// One run's figure: its round, its configuration, the value.
+type RoundValue = (usize, Configuration, f64);
+
+/// `configuration`'s value over `baseline`'s, for every round that has both, in the order of
+/// `configuration`'s runs.
+fn pair_by_round(values: &[RoundValue], configuration: Configuration, baseline: Configuration) -> Vec<f64> {
+    values
+        .iter()
+        .filter(|(_, of, _)| *of == configuration)
+        .filter_map(|(round, _, value)| {
+            let (_, _, base) = values.iter().find(|(r, of, _)| r == round && *of == baseline)?;
+            Some(value / base)
         })
         .collect()
+}
+
+/// The comparisons beside the targets, each configuration over another in the same rounds: every
+/// configuration against A when A ran (whether it differs from a run of a in processes of its own,
+/// the noise floor, rather than from a's), and d against c when both ran (what matching the
+/// session's requests adds to armed probes; with --session-everywhere the requests are the same).
+fn side_comparisons(configurations: &[Configuration]) -> Vec<(Configuration, Configuration)> {
+    let ran = |configuration| configurations.contains(&configuration);
+    let mut pairs = Vec::new();
+    if ran(Configuration::CompiledOutAgain) {
+        pairs.extend(
+            configurations
+                .iter()
+                .filter(|&&c| c != Configuration::CompiledOut && c != Configuration::CompiledOutAgain)
+                .map(|&c| (c, Configuration::CompiledOutAgain)),
+        );
+    }
+    if ran(Configuration::ArmedForNobody) && ran(Configuration::Sampled) {
+        pairs.push((Configuration::Sampled, Configuration::ArmedForNobody));
+    }
+    pairs
 }
 
 /// "median 0.981 (0.962-0.995, 6 rounds); geometric mean 0.979, 95% interval 0.970-0.988", or
@@ -342,6 +400,44 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_are_paired_with_the_baselines_run_of_the_same_round_only() {
+        use Configuration::{CompiledOut as A1, CompiledOutAgain as A2, Sampled as D};
+        let values = [
+            (1, A1, 100.0),
+            (1, D, 90.0),
+            (1, A2, 120.0),
+            (2, A1, 50.0),
+            (2, D, 60.0),
+            // Round 3 has no A: its d pairs with nothing.
+            (3, D, 70.0),
+            (3, A1, 35.0),
+            (2, A2, 40.0),
+        ];
+        assert_eq!(pair_by_round(&values, D, A1), vec![0.9, 1.2, 2.0]);
+        assert_eq!(pair_by_round(&values, D, A2), vec![0.75, 1.5]);
+        assert_eq!(pair_by_round(&values, A2, A1), vec![1.2, 0.8]);
+        assert!(pair_by_round(&values, Configuration::ArmedForNobody, A1).is_empty());
+    }
+
+    #[test]
+    fn configurations_are_compared_with_the_noise_floor_and_d_with_c_when_they_ran() {
+        use Configuration::*;
+        assert_eq!(
+            side_comparisons(&[CompiledOut, ArmedForNobody, Sampled, CompiledOutAgain]),
+            vec![
+                (ArmedForNobody, CompiledOutAgain),
+                (Sampled, CompiledOutAgain),
+                (Sampled, ArmedForNobody)
+            ]
+        );
+        assert_eq!(side_comparisons(&[CompiledOut, Sampled]), vec![]);
+        assert_eq!(
+            side_comparisons(&[CompiledOut, Sampled, CompiledOutAgain]),
+            vec![(Sampled, CompiledOutAgain)]
+        );
+    }
 
     #[test]
     fn the_interval_of_the_geometric_mean_narrows_with_more_rounds_and_holds_the_mean() {
