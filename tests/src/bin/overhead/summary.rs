@@ -4,7 +4,20 @@
 
 use keyhole_tests::load::shop::Configuration;
 
+use super::figures::EventsPerRequest;
 use super::{millis, Args, RunFigures, MIB, RSS_EVERY, RSS_SLACK_MIB};
+
+/// A column of the kernel's events: its header, and its value in a run.
+type EventColumn = (&'static str, fn(&EventsPerRequest) -> f64);
+
+/// The kernel's events as the second table gives them: each column's header and its value in a
+/// run, in the table's order, so that the order is written here only.
+const EVENT_COLUMNS: [EventColumn; 4] = [
+    ("switches, blocking", |e| e.voluntary_switches),
+    ("switches, preempted", |e| e.involuntary_switches),
+    ("run-queue wait us", |e| e.runqueue_wait),
+    ("minor faults", |e| e.minor_faults),
+];
 
 /// Medians over rounds of one configuration.
 struct Medians {
@@ -16,9 +29,8 @@ struct Medians {
     system: f64,
     agent: f64,
     control_plane: f64,
-    /// The kernel's events per request: voluntary and involuntary switches, run-queue wait (us),
-    /// minor faults.
-    events: [f64; 4],
+    /// The kernel's events per request, in the order of [`EVENT_COLUMNS`].
+    events: [f64; EVENT_COLUMNS.len()],
     errors: u64,
     rss_growth_max: f64,
 }
@@ -35,12 +47,7 @@ impl Medians {
             system: median_of(&|r| r.cpu.serving_system),
             agent: median_of(&|r| r.cpu.agent),
             control_plane: median_of(&|r| r.cpu.control_plane),
-            events: [
-                median_of(&|r| r.events.voluntary_switches),
-                median_of(&|r| r.events.involuntary_switches),
-                median_of(&|r| r.events.runqueue_wait),
-                median_of(&|r| r.events.minor_faults),
-            ],
+            events: EVENT_COLUMNS.map(|(_, value)| median_of(&|r| value(&r.events))),
             errors: runs.iter().map(|r| r.report.errors.total()).sum(),
             rss_growth_max: runs
                 .iter()
@@ -174,8 +181,9 @@ pub(crate) fn summarise(runs: &[RunFigures], configurations: &[Configuration], a
     println!();
     println!("The kernel's events in both services per request, medians (ratio to a):");
     println!();
-    println!("| config | switches, blocking | switches, preempted | run-queue wait us | minor faults |");
-    println!("|---|---:|---:|---:|---:|");
+    let headers: Vec<&str> = EVENT_COLUMNS.iter().map(|(header, _)| *header).collect();
+    println!("| config | {} |", headers.join(" | "));
+    println!("|---|{}", "---:|".repeat(headers.len()));
     for (configuration, m) in &medians {
         let cells: Vec<String> = m
             .events
