@@ -19,7 +19,8 @@
                                                        with VALGRIND_OPTS=--dump-instr=yes)
 
 Costs are instructions (the event Ir) unless EVENT is set in the environment to another event the
-profiles count, such as DLmr for last-level data read misses of `instructions --cache-sim`. With
+profiles count, such as DLmr for last-level data read misses of `instructions --cache-sim`, or to
+several joined by `+`, counted together (ILmr+DLmr+DLmw: every last-level miss). With
 THREADS=serving in the environment, diff and only leave out the agent's own thread (the profile
 that names keyhole::connection::run), as `instructions` counts it apart.
 
@@ -31,6 +32,9 @@ import re
 import sys
 
 NAME = re.compile(r"\((\d+)\)(?:\s+(.*))?")
+# The event (or events joined by +) the costs are counted in, and what to call them.
+EVENT = os.environ.get("EVENT", "Ir")
+UNIT = "instructions" if EVENT == "Ir" else f"{EVENT} events"
 
 
 def records(path):
@@ -47,10 +51,10 @@ def records(path):
 
     fn = cfn = None
     calls = None
-    # Which column of a cost line holds the event: the first after the positions (the line, and the
-    # instruction's address when the profile has them) by default.
+    # Which columns of a cost line hold the events counted: the first after the positions (the line,
+    # and the instruction's address when the profile has them) by default.
     positions = 1
-    column = positions
+    columns = [positions]
     with open(path, errors="replace") as lines:
         for line in lines:
             line = line.rstrip("\n")
@@ -58,10 +62,11 @@ def records(path):
                 positions = len(line[len("positions:"):].split())
             elif line.startswith("events:"):
                 events = line[len("events:"):].split()
-                wanted = os.environ.get("EVENT", "Ir")
-                if wanted not in events:
-                    sys.exit(f"{path} counts {' '.join(events)}, not {wanted}")
-                column = positions + events.index(wanted)
+                wanted = EVENT.split("+")
+                missing = [event for event in wanted if event not in events]
+                if missing:
+                    sys.exit(f"{path} counts {' '.join(events)}, not {' '.join(missing)}")
+                columns = [positions + events.index(event) for event in wanted]
             elif line.startswith("fn="):
                 fn, cfn, calls = name(line[3:]), None, None
             elif line.startswith("cfn="):
@@ -70,7 +75,8 @@ def records(path):
                 calls = int(line[6:].split()[0])
             elif line[:1].isdigit() or line[:1] in "+-*":
                 parts = line.split()
-                cost = int(parts[column]) if len(parts) > column else 0
+                # A line leaves out the zero costs at its end.
+                cost = sum(int(parts[column]) for column in columns if len(parts) > column)
                 if calls is not None:
                     yield fn, cfn, calls, cost
                     calls = None
@@ -104,7 +110,7 @@ def callees(pattern, files):
             elif callee and pattern.search(callee) and callee != fn:
                 calls_in += calls
     per = max(calls_in, 1)
-    print(f"{calls_in} calls, {own / per:.0f} instructions of their own per call")
+    print(f"{calls_in} calls, {own / per:.0f} {UNIT} of their own per call")
     for callee, (calls, cost) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:25]:
         print(f"{cost / per:8.0f}/call {calls / per:6.2f} calls  {callee[:140]}")
 
@@ -132,7 +138,7 @@ def profiles(pattern):
 def diff(requests, glob_a, glob_b):
     a, b = own_costs(profiles(glob_a)), own_costs(profiles(glob_b))
     rows = sorted(((b.get(k, 0) - a.get(k, 0)) / requests, k) for k in set(a) | set(b))
-    print(f"{sum(r[0] for r in rows):.0f} instructions per request more in B")
+    print(f"{sum(r[0] for r in rows):.0f} {UNIT} per request more in B")
     for delta, fn in rows[::-1][:40]:
         print(f"{delta:8.0f}  {fn[:130]}")
 
@@ -140,7 +146,7 @@ def diff(requests, glob_a, glob_b):
 def only(requests, glob_a, glob_b):
     a, b = own_costs(profiles(glob_a)), own_costs(profiles(glob_b))
     rows = sorted(((cost / requests, fn) for fn, cost in b.items() if cost > 0 and a.get(fn, 0) == 0), reverse=True)
-    print(f"{len(rows)} functions only in B, {sum(r[0] for r in rows):.0f} instructions per request")
+    print(f"{len(rows)} functions only in B, {sum(r[0] for r in rows):.0f} {UNIT} per request")
     for per_request, fn in rows[:40]:
         print(f"{per_request:8.1f}  {fn[:130]}")
 

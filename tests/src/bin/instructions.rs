@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyhole_tests::load::build;
-use keyhole_tests::load::callgrind::{profile_name, Callgrind, Counts};
+use keyhole_tests::load::callgrind::{profile_name, CacheModel, Callgrind, Counts, DEFAULT_LAST_LEVEL_KIB};
 use keyhole_tests::load::shop::{Configuration, Launch, RunningShop};
 use keyhole_tests::load::{self, LoadPlan, Target};
 
@@ -74,6 +74,11 @@ struct Args {
     /// serving threads' first-level and last-level misses per request.
     #[arg(long)]
     cache_sim: bool,
+    /// The simulated last-level cache's size in KiB with --cache-sim (a power of two): smaller
+    /// than a core's second level to model a cache that other work, the kernel's and other
+    /// tenants', keeps taking back between one request and the next.
+    #[arg(long, requires = "cache_sim", default_value_t = DEFAULT_LAST_LEVEL_KIB)]
+    cache_ll_kib: u64,
 }
 
 /// What one configuration executed for the counted requests.
@@ -110,7 +115,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let configurations = Configuration::chosen(&args.configs)?;
     let binaries = build::ready(args.no_build, Duration::from_secs(args.build_timeout_min * 60))?;
-    let callgrind = Callgrind::new(args.profiles.as_deref(), args.cache_sim)?;
+    let cache_model = args
+        .cache_sim
+        .then(|| CacheModel::with_last_level_kib(args.cache_ll_kib))
+        .transpose()?;
+    let callgrind = Callgrind::new(args.profiles.as_deref(), cache_model)?;
 
     let mut figures = Vec::new();
     for &configuration in &configurations {
@@ -205,7 +214,10 @@ fn summarise(figures: &[Figures], args: &Args) {
         return;
     }
     println!();
-    println!("Cache simulation (callgrind's model of this machine's caches), serving threads, per request:");
+    println!(
+        "Cache simulation (callgrind's model: 32 KiB first-level caches, a {} KiB last level), serving threads, per request:",
+        args.cache_ll_kib
+    );
     println!();
     println!("| config | first-level misses | vs a | last-level misses | vs a |");
     println!("|---|---:|---:|---:|---:|");

@@ -37,8 +37,8 @@ fn remove_profiles(dir: &Path) -> Result<(), String> {
 /// Where the profiles go, for the services started through it.
 pub struct Callgrind {
     dir: Profiles,
-    /// Whether callgrind also simulates the caches (`--cache-sim=yes`), counting misses.
-    cache_sim: bool,
+    /// The caches callgrind also simulates (`--cache-sim=yes`), counting misses, if any.
+    cache_sim: Option<CacheModel>,
 }
 
 /// A directory the profiles are kept in, or a temporary one removed with them.
@@ -89,15 +89,48 @@ fn summary(profile: &str) -> Option<Vec<(&str, u64)>> {
         .collect()
 }
 
-/// The caches the simulation models, as valgrind's `--I1`/`--D1`/`--LL` (size, ways, line): one
-/// server core's 32 KiB first-level caches and, as the "last level", its 1 MiB second-level cache,
-/// the level a path that one request in ten takes falls out of. Given, not detected: in a VM the
-/// CPU may describe its caches wrongly (one here claimed a 320 MB direct-mapped L3).
-const SIMULATED_CACHES: [(&str, &str); 3] = [
-    ("--I1", "32768,8,64"),
-    ("--D1", "32768,8,64"),
-    ("--LL", "1048576,8,64"),
-];
+/// The first-level caches the simulation models, as valgrind's `--I1`/`--D1` (size, ways, line):
+/// one server core's 32 KiB. Given, not detected: in a VM the CPU may describe its caches wrongly
+/// (one here claimed a 320 MB direct-mapped L3).
+const SIMULATED_FIRST_LEVEL: [(&str, &str); 2] = [("--I1", "32768,8,64"), ("--D1", "32768,8,64")];
+
+/// The simulated last level by default: one server core's 1 MiB second-level cache, the level a
+/// path that one request in ten takes falls out of.
+pub const DEFAULT_LAST_LEVEL_KIB: u64 = 1024;
+/// The last level's ways and line bytes; its size is the caller's ([`CacheModel`]).
+const LAST_LEVEL_WAYS: u64 = 8;
+const LINE_BYTES: u64 = 64;
+
+/// What callgrind's cache simulation models, when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheModel {
+    last_level_kib: u64,
+}
+
+impl CacheModel {
+    /// A last level of `kib` KiB: valgrind needs a power of two sets, so a power of two from
+    /// 64 KiB (128 sets of 8 lines) up.
+    pub fn with_last_level_kib(kib: u64) -> Result<CacheModel, String> {
+        if kib < 64 || !kib.is_power_of_two() {
+            return Err(format!(
+                "a simulated last-level cache of {kib} KiB: give a power of two from 64 KiB up (256, 1024, 4096)"
+            ));
+        }
+        Ok(CacheModel { last_level_kib: kib })
+    }
+
+    /// valgrind's options for these caches.
+    fn options(self) -> impl Iterator<Item = String> {
+        let last_level = format!(
+            "--LL={},{LAST_LEVEL_WAYS},{LINE_BYTES}",
+            self.last_level_kib * 1024
+        );
+        SIMULATED_FIRST_LEVEL
+            .into_iter()
+            .map(|(cache, geometry)| format!("{cache}={geometry}"))
+            .chain(std::iter::once(last_level))
+    }
+}
 
 /// The first-level and the last-level misses callgrind's cache simulation names.
 const L1_MISS_EVENTS: [&str; 3] = ["I1mr", "D1mr", "D1mw"];
@@ -106,7 +139,7 @@ const LL_MISS_EVENTS: [&str; 3] = ["ILmr", "DLmr", "DLmw"];
 impl Callgrind {
     /// Checks that valgrind and callgrind_control are installed. The profiles are kept in `keep`
     /// (created if need be) when given, else removed when this is dropped.
-    pub fn new(keep: Option<&Path>, cache_sim: bool) -> Result<Callgrind, String> {
+    pub fn new(keep: Option<&Path>, cache_sim: Option<CacheModel>) -> Result<Callgrind, String> {
         for tool in ["valgrind", "callgrind_control"] {
             let found = Command::new(tool)
                 .arg("--version")
@@ -143,10 +176,10 @@ impl Callgrind {
             .arg(format!("--callgrind-out-file={}", self.profile(name).display()))
             .arg(format!(
                 "--cache-sim={}",
-                if self.cache_sim { "yes" } else { "no" }
+                if self.cache_sim.is_some() { "yes" } else { "no" }
             ));
-        if self.cache_sim {
-            command.args(SIMULATED_CACHES.map(|(cache, geometry)| format!("{cache}={geometry}")));
+        if let Some(model) = self.cache_sim {
+            command.args(model.options());
         }
         command.arg(binary);
         command
@@ -244,5 +277,20 @@ mod tests {
         assert_eq!(totals[4], ("D1mr", 5));
         assert_eq!(summary("events: Ir\n"), None, "no summary");
         assert_eq!(summary("events: Ir\nsummary: x\n"), None, "not a number");
+    }
+
+    #[test]
+    fn the_last_level_is_sized_as_asked_and_sizes_valgrind_refuses_are_refused_first() {
+        let options: Vec<String> = CacheModel::with_last_level_kib(256).unwrap().options().collect();
+        assert_eq!(
+            options,
+            ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=262144,8,64"]
+        );
+        let default = CacheModel::with_last_level_kib(DEFAULT_LAST_LEVEL_KIB).unwrap();
+        assert_eq!(default.options().last().unwrap(), "--LL=1048576,8,64");
+        for refused in [0, 32, 96, 1000] {
+            let error = CacheModel::with_last_level_kib(refused).unwrap_err();
+            assert!(error.contains("power of two"), "{error}");
+        }
     }
 }
