@@ -458,6 +458,19 @@ impl TestDatabase {
         ));
     }
 
+    /// What every connection to it is doing, one line each (`pg_stat_activity`, with the locks each
+    /// waits for), for a failure message: a client stuck on a lock says so here.
+    pub fn activity(&self) -> String {
+        let sql = format!(
+            "SELECT coalesce(string_agg(format('pid %s %s for %s, waiting on %s/%s, blocked by %s: %s', \
+             pid, state, now() - state_change, wait_event_type, wait_event, \
+             pg_blocking_pids(pid), left(query, 120)), E'\\n' ORDER BY pid), 'no connections') \
+             FROM pg_stat_activity WHERE datname = '{}'",
+            self.name
+        );
+        query_text(&self.server_url, &sql).unwrap_or_else(|e| format!("cannot read pg_stat_activity: {e}"))
+    }
+
     /// Ends [`TestDatabase::refuse_connections`].
     pub fn allow_connections(&self) {
         self.execute_on_server(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name));
@@ -482,8 +495,29 @@ impl Drop for TestDatabase {
 /// Runs `sql` on the database at `url`, on a thread and runtime of its own
 /// (callers may be inside a runtime, which must not block).
 fn run_sql(url: &str, sql: &str) -> Result<(), String> {
+    let sql = sql.to_owned();
+    with_connection(url, async move |connection| {
+        sqlx::raw_sql(&sql).execute(connection).await.map(|_| ())
+    })
+}
+
+/// The one text value `sql` selects, on the database at `url`.
+fn query_text(url: &str, sql: &str) -> Result<String, String> {
+    let sql = sql.to_owned();
+    with_connection(url, async move |connection| {
+        sqlx::query_scalar(&sql).fetch_one(connection).await
+    })
+}
+
+/// Runs `work` on a connection of its own to the database at `url`, on a thread of its own (the
+/// tests that call it may be inside a runtime already), and closes the connection.
+fn with_connection<T, F>(url: &str, work: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error> + Send + 'static,
+{
     use sqlx::Connection as _;
-    let (url, sql) = (url.to_owned(), sql.to_owned());
+    let url = url.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -493,11 +527,9 @@ fn run_sql(url: &str, sql: &str) -> Result<(), String> {
             let mut connection = sqlx::PgConnection::connect(&url)
                 .await
                 .map_err(|e| e.to_string())?;
-            sqlx::raw_sql(&sql)
-                .execute(&mut connection)
-                .await
-                .map_err(|e| e.to_string())?;
-            connection.close().await.map_err(|e| e.to_string())
+            let done = work(&mut connection).await.map_err(|e| e.to_string())?;
+            connection.close().await.map_err(|e| e.to_string())?;
+            Ok(done)
         })
     })
     .join()

@@ -179,12 +179,19 @@ fn tokio_block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Waits until the control plane acknowledged everything the agent accepted.
 #[track_caller]
 fn drained(agent: &Agent, what: &str) {
+    drained_or_else(agent, what, String::new);
+}
+
+/// [`drained`], with `context()` in the failure message: what the test can say about why not.
+#[track_caller]
+fn drained_or_else(agent: &Agent, what: &str, context: impl FnOnce() -> String) {
     let started = Instant::now();
     let empty = wait_until(DRAIN_TIMEOUT, || agent.queued_bytes() == 0);
     assert!(
         empty,
-        "{what}: {} bytes still unacknowledged after {DRAIN_TIMEOUT:?}",
-        agent.queued_bytes()
+        "{what}: {} bytes still unacknowledged after {DRAIN_TIMEOUT:?}\n{}",
+        agent.queued_bytes(),
+        context()
     );
     eprintln!("{what}: everything acknowledged {:?} later", started.elapsed());
 }
@@ -602,7 +609,9 @@ fn every_accepted_snapshot_is_stored_once_when_a_replica_on_postgresql_is_killed
         server = replica(dir.path(), &listen, &database);
         // Reconnected and caught up before the next kill, so that each kill
         // finds the agent uploading rather than still backing off from the last.
-        drained(&agent, "after the restart");
+        drained_or_else(&agent, "after the restart", || {
+            format!("the test database's connections:\n{}", database.activity())
+        });
     }
     let stored = stored_exactly_once(agent, &server, &breakpoints);
     assert!(stored > 300, "the test captured across the kills: {stored}");
@@ -686,4 +695,23 @@ fn a_replica_cut_off_from_postgresql_fails_uploads_recovers_and_loses_nothing() 
     drained(&agent, "after the database came back");
     let stored = stored_exactly_once(agent, &server, &breakpoints);
     assert!(stored > 200, "the test captured around the cut: {stored}");
+}
+
+#[test]
+fn the_test_databases_activity_names_each_connection_and_what_it_runs() {
+    let database = TestDatabase::create();
+    assert_eq!(database.activity(), "no connections");
+    /// Long enough to be seen, short enough not to slow the tests.
+    const BUSY: &str = "SELECT pg_sleep(3)";
+    let busy = std::thread::scope(|scope| {
+        let running = scope.spawn(|| database.execute(BUSY));
+        let seen = wait_until(PUSH_TIMEOUT, || database.activity().contains(BUSY));
+        let _ = running.join();
+        seen
+    });
+    assert!(
+        busy,
+        "the sleeping query was never listed: {}",
+        database.activity()
+    );
 }
