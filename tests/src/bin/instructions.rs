@@ -159,7 +159,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         let run = Figures {
             configuration,
-            requests: report.ok + report.errors.total(),
+            requests: report.answered(),
             counts,
             snapshots: match configuration {
                 Configuration::Disconnected => None,

@@ -198,6 +198,11 @@ impl LoadReport {
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
+
+    /// Requests answered, successfully or not: what the services did work for.
+    pub fn answered(&self) -> u64 {
+        self.ok + self.errors.total()
+    }
 }
 
 /// A binary's exit: success, or the error printed and failure.

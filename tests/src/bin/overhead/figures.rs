@@ -31,9 +31,14 @@ pub(crate) struct CpuPerRequest {
     pub(crate) control_plane: f64,
 }
 
+/// `total` over the requests `answered`; a run that answered none counts as one.
+fn per_request(total: f64, answered: u64) -> f64 {
+    total / answered.max(1) as f64
+}
+
 impl CpuPerRequest {
     pub(crate) fn of(spent: Spent, answered: u64) -> CpuPerRequest {
-        let per = |d: Duration| d.as_secs_f64() * 1e6 / answered.max(1) as f64;
+        let per = |d: Duration| per_request(d.as_secs_f64() * 1e6, answered);
         CpuPerRequest {
             serving_user: per(spent.services.serving.user),
             serving_system: per(spent.services.serving.system),
@@ -60,7 +65,7 @@ pub(crate) struct EventsPerRequest {
 
 impl EventsPerRequest {
     pub(crate) fn of(events: KernelEvents, answered: u64) -> EventsPerRequest {
-        let per = |n: u64| n as f64 / answered.max(1) as f64;
+        let per = |n: u64| per_request(n as f64, answered);
         EventsPerRequest {
             voluntary_switches: per(events.voluntary_switches),
             involuntary_switches: per(events.involuntary_switches),

@@ -172,7 +172,7 @@ impl Started {
         };
         let reports = run_together(&plans, cpus, stop)?;
         for (recording, report) in recordings.into_iter().zip(&reports) {
-            recording.finish(report.ok + report.errors.total())?;
+            recording.finish(report.answered())?;
         }
         Ok(indices
             .iter()
@@ -206,7 +206,7 @@ impl Started {
         rss: RssSeries,
         with_captures: bool,
     ) -> RunFigures {
-        let answered = report.ok + report.errors.total();
+        let answered = report.answered();
         RunFigures {
             round,
             configuration: self.configurations[index],
