@@ -295,6 +295,7 @@ impl AgentBuilder {
             });
         if let Err(e) = spawned {
             RUNNING.store(None);
+            crate::session::forget_remembered_sessions();
             return Err(AgentError::Thread(e));
         }
         let (_, duplicate_labels) = callsite::catalogue();
@@ -513,6 +514,7 @@ pub(crate) fn release(core: &Arc<AgentCore>) {
         site.install(None);
     }
     RUNNING.compare_and_swap(&Some(core.clone()), None::<Arc<AgentCore>>);
+    crate::session::forget_remembered_sessions();
 }
 
 /// The running agent, if any.

@@ -9,7 +9,9 @@
 //! the application's, and tracing pipelines may copy it into spans and logs,
 //! where a bearer token for the session has no place.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +33,9 @@ pub const MAX_CACHED_TOKENS: usize = 1024;
 /// flood of forged tokens cannot spend the host's CPU (it can only delay
 /// debugging while it lasts).
 pub const TOKEN_CHECKS_PER_SEC: f64 = 200.0;
+/// Sessions each thread remembers having been granted, most recent first, so that its next
+/// request of one of them finds it without the agent, the shared cache or its locks.
+pub const REMEMBERED_SESSIONS_PER_THREAD: usize = 4;
 
 /// A debug session whose token was verified by this agent.
 ///
@@ -119,7 +124,15 @@ impl TrustedSession {
     /// assert!(keyhole::TrustedSession::from_token("v1.k.s.1.sig").is_err());
     /// ```
     pub fn from_token(token: &str) -> Result<Self, SessionError> {
-        crate::agent::with_running(|agent| agent.verify_session(token)).unwrap_or(Err(SessionError::NoAgent))
+        if let Some(session) = remembered(token, unix_now()) {
+            return Ok(session);
+        }
+        // Read before the check: a key change or a stop during it leaves what is remembered stale.
+        let generation = TRUST_GENERATION.load(Ordering::Acquire);
+        let session = crate::agent::with_running(|agent| agent.verify_session(token))
+            .unwrap_or(Err(SessionError::NoAgent))?;
+        remember(generation, &session);
+        Ok(session)
     }
 
     pub fn session_id(&self) -> &str {
@@ -184,6 +197,88 @@ impl TrustedSession {
         Context::map_current(|cx| TrustedSession::in_context(cx).cloned())
             .filter(|session| session.expires_at_unix() > unix_now())
     }
+}
+
+/// Counts the changes that may take back what a verified token granted: new keys (some may be
+/// retired), or the agent stopping. What a thread remembers holds only while this stays as it was.
+static TRUST_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every thread forget the sessions it remembers.
+pub(crate) fn forget_remembered_sessions() {
+    TRUST_GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The sessions one thread was granted lately: a session's requests are served by a few threads,
+/// each of which finds the session here by comparing its token, touching nothing another thread
+/// writes and running little code, where the shared cache hashes the token, locks a shard and is
+/// reached through the running agent.
+struct Remembered {
+    /// The [`TRUST_GENERATION`] the sessions were granted in.
+    generation: u64,
+    /// Most recent first.
+    sessions: [Option<TrustedSession>; REMEMBERED_SESSIONS_PER_THREAD],
+}
+
+impl Remembered {
+    const EMPTY: Self = Self {
+        generation: 0,
+        sessions: [const { None }; REMEMBERED_SESSIONS_PER_THREAD],
+    };
+
+    /// The unexpired session `token` granted, if remembered in `generation`.
+    fn find(&self, token: &str, generation: u64, now_unix: u64) -> Option<TrustedSession> {
+        if self.generation != generation {
+            return None;
+        }
+        self.sessions
+            .iter()
+            .flatten()
+            .find(|session| session.token() == token)
+            .filter(|session| session.expires_at_unix() > now_unix)
+            .cloned()
+    }
+
+    /// Remembers `session`, granted in `generation`, first; forgets the least recent if full, and
+    /// everything when the generation changed.
+    fn remember(&mut self, generation: u64, session: &TrustedSession) {
+        if self.generation != generation {
+            *self = Self::EMPTY;
+            self.generation = generation;
+        }
+        let position = self
+            .sessions
+            .iter()
+            .position(|kept| kept.as_ref().is_some_and(|kept| kept.token() == session.token()))
+            .unwrap_or(REMEMBERED_SESSIONS_PER_THREAD - 1);
+        if let Some(recent) = self.sessions.get_mut(..=position) {
+            recent.rotate_right(1);
+            if let Some(first) = recent.first_mut() {
+                *first = Some(session.clone());
+            }
+        }
+    }
+}
+
+thread_local! {
+    static REMEMBERED: RefCell<Remembered> = const { RefCell::new(Remembered::EMPTY) };
+}
+
+/// The session this thread remembers `token` granting, unless expired or taken back since.
+fn remembered(token: &str, now_unix: u64) -> Option<TrustedSession> {
+    let generation = TRUST_GENERATION.load(Ordering::Acquire);
+    // Neither fails but on a thread being torn down; then the shared cache answers.
+    REMEMBERED
+        .try_with(|remembered| remembered.try_borrow().ok()?.find(token, generation, now_unix))
+        .ok()
+        .flatten()
+}
+
+fn remember(generation: u64, session: &TrustedSession) {
+    let _ = REMEMBERED.try_with(|remembered| {
+        if let Ok(mut remembered) = remembered.try_borrow_mut() {
+            remembered.remember(generation, session);
+        }
+    });
 }
 
 /// Tokens this agent verified, until they expire or the keys change.
@@ -252,6 +347,7 @@ impl VerifiedTokens {
     /// Forgets every verified token (the keys changed: some may be retired).
     pub fn clear(&self) {
         self.verified.clear();
+        forget_remembered_sessions();
     }
 }
 
@@ -331,6 +427,65 @@ pub(crate) mod tests {
             TrustedSession::in_context(&inner).map(TrustedSession::session_id),
             Some("ses-carried"),
             "the request's own session comes first"
+        );
+    }
+
+    #[test]
+    fn a_thread_finds_a_session_it_was_granted_by_its_token_until_it_expires_or_trust_changes() {
+        let session = verified("ses-remembered");
+        let other = verified("ses-other");
+        let mut remembered = Remembered::EMPTY;
+        remembered.remember(7, &session);
+        let now = unix_now();
+        let found = remembered.find(session.token(), 7, now).expect("remembered");
+        assert!(Arc::ptr_eq(&found.0, &session.0), "the very session granted");
+        assert!(remembered.find(other.token(), 7, now).is_none());
+        assert!(
+            remembered.find(&session.token()[1..], 7, now).is_none(),
+            "the whole token, not a part"
+        );
+        assert!(
+            remembered
+                .find(session.token(), 7, session.expires_at_unix())
+                .is_none(),
+            "not once expired"
+        );
+        assert!(
+            remembered.find(session.token(), 8, now).is_none(),
+            "not after the keys changed or the agent stopped"
+        );
+        remembered.remember(8, &other);
+        assert!(
+            remembered.find(session.token(), 7, now).is_none(),
+            "a new generation forgets the old one's sessions"
+        );
+        assert!(remembered.find(other.token(), 8, now).is_some());
+    }
+
+    #[test]
+    fn a_thread_remembers_its_most_recent_sessions_and_forgets_the_least_recent() {
+        let sessions: Vec<TrustedSession> = (0..=REMEMBERED_SESSIONS_PER_THREAD)
+            .map(|i| verified(&format!("ses-{i}")))
+            .collect();
+        let mut remembered = Remembered::EMPTY;
+        for session in &sessions[..REMEMBERED_SESSIONS_PER_THREAD] {
+            remembered.remember(1, session);
+        }
+        // The first becomes the most recent again, so the next one in forgets the second.
+        remembered.remember(1, &sessions[0]);
+        remembered.remember(1, &sessions[REMEMBERED_SESSIONS_PER_THREAD]);
+        let now = unix_now();
+        let kept: Vec<bool> = sessions
+            .iter()
+            .map(|session| remembered.find(session.token(), 1, now).is_some())
+            .collect();
+        let mut expected = vec![true; sessions.len()];
+        expected[1] = false;
+        assert_eq!(kept, expected);
+        assert_eq!(
+            remembered.sessions.iter().flatten().count(),
+            REMEMBERED_SESSIONS_PER_THREAD,
+            "remembering one again does not keep it twice"
         );
     }
 

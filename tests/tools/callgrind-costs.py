@@ -17,6 +17,9 @@
                                                        the code B's path has to bring into the caches
                                                        and the TLB (profiles of one build, recorded
                                                        with VALGRIND_OPTS=--dump-instr=yes)
+  callgrind-costs.py lines 'GLOB_A' 'GLOB_B'           the 64-byte lines of code only profiles B execute,
+                                                       by the function first seen in each: what of B's
+                                                       path is code the caches hold for it alone
 
 Costs are instructions (the event Ir) unless EVENT is set in the environment to another event the
 profiles count, such as DLmr for last-level data read misses of `instructions --cache-sim`, or to
@@ -152,15 +155,19 @@ def only(requests, glob_a, glob_b):
 
 
 PAGE_SHIFT = 12
-POSITION_KEYS = ("cfn=", "cfi=", "cfl=", "calls=", "fn=", "fl=", "fi=", "fe=")
+LINE_SHIFT = 6
+POSITION_KEYS = ("cfn=", "cfi=", "cfl=", "calls=", "fl=", "fi=", "fe=")
 
 
-def code_pages(files):
-    """{(service, binary): the pages of code executed} over the profiles' cost lines."""
-    pages = {}
+def code_units(files, shift):
+    """{(service, binary): {unit: the function first seen executing in it}}, where a unit is a
+    block of 2**shift bytes of code (a 4 KiB page, a 64-byte cache line) that the profiles' cost
+    lines execute."""
+    units = {}
     for path in files:
         service = os.path.basename(path).split(".callgrind")[0].split("-", 1)[-1]
-        objects, binary, address = {}, None, 0
+        objects, binary, address, fn = {}, None, 0, None
+        names = {}
         with open(path, errors="replace") as lines:
             for line in lines:
                 line = line.rstrip("\n")
@@ -174,6 +181,14 @@ def code_pages(files):
                         objects[match.group(1)] = match.group(2)
                     if line.startswith("ob="):
                         binary = objects.get(match.group(1)) if match else spec
+                elif line.startswith(("fn=", "cfn=")):
+                    # Either may name a function first (compressed to a number after); fn= says whose
+                    # code the cost lines are.
+                    match = NAME.match(line.split("=", 1)[1])
+                    if match and match.group(2):
+                        names[match.group(1)] = match.group(2)
+                    if line.startswith("fn="):
+                        fn = names.get(match.group(1), line[3:]) if match else line[3:]
                 elif line.startswith(POSITION_KEYS) or not line or not (line[0].isdigit() or line[0] in "+-*"):
                     continue
                 else:
@@ -185,30 +200,44 @@ def code_pages(files):
                         address -= int(first[1:], 0)
                     elif first != "*":
                         address = int(first, 0)
-                    pages.setdefault((service, binary), set()).add(address >> PAGE_SHIFT)
-    return pages
+                    units.setdefault((service, binary), {}).setdefault(address >> shift, fn)
+    return units
 
 
 def pages(glob_a, glob_b):
-    a, b = code_pages(profiles(glob_a)), code_pages(profiles(glob_b))
+    a, b = code_units(profiles(glob_a), PAGE_SHIFT), code_units(profiles(glob_b), PAGE_SHIFT)
     print("| service | binary | pages A executes | pages B executes | only B |")
     print("|---|---|---:|---:|---:|")
     totals = [0, 0, 0]
     for key in sorted(set(a) | set(b), key=lambda k: (k[0], str(k[1]))):
-        in_a, in_b = a.get(key, set()), b.get(key, set())
-        row = [len(in_a), len(in_b), len(in_b - in_a)]
+        in_a, in_b = a.get(key, {}), b.get(key, {})
+        row = [len(in_a), len(in_b), len(in_b.keys() - in_a.keys())]
         totals = [t + n for t, n in zip(totals, row)]
         print(f"| {key[0]} | {os.path.basename(str(key[1]))} | {row[0]} | {row[1]} | {row[2]} |")
     print(f"| all | | {totals[0]} | {totals[1]} | {totals[2]} |")
 
 
+def lines(glob_a, glob_b):
+    a, b = code_units(profiles(glob_a), LINE_SHIFT), code_units(profiles(glob_b), LINE_SHIFT)
+    by_fn, total = {}, 0
+    for key, in_b in b.items():
+        in_a = a.get(key, {})
+        for line, fn in in_b.items():
+            if line not in in_a:
+                total += 1
+                by_fn[(key[0], fn)] = by_fn.get((key[0], fn), 0) + 1
+    print(f"{total} lines of code ({1 << LINE_SHIFT} bytes) only B executes, by service and the function first seen in each")
+    for (service, fn), count in sorted(by_fn.items(), key=lambda kv: -kv[1])[:60]:
+        print(f"{count:6d}  {service:16.16s} {str(fn)[:120]}")
+
+
 def main(argv):
-    if len(argv) < 3 or argv[0] not in ("per-call", "callees", "diff", "only", "pages"):
+    if len(argv) < 3 or argv[0] not in ("per-call", "callees", "diff", "only", "pages", "lines"):
         sys.exit(__doc__)
-    if argv[0] == "pages":
+    if argv[0] in ("pages", "lines"):
         if len(argv) != 3:
             sys.exit(__doc__)
-        pages(argv[1], argv[2])
+        (pages if argv[0] == "pages" else lines)(argv[1], argv[2])
     elif argv[0] in ("diff", "only"):
         if len(argv) != 4:
             sys.exit(__doc__)
