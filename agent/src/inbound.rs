@@ -10,6 +10,7 @@
 //! token, which is kept so the session follows the request downstream.
 //! Trusted peers (internal hops) keep their full context.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState}
 use opentelemetry::{Context, KeyValue};
 
 use crate::propagation::{
-    visit_members, HeaderError, MalformedReports, Report, TraceParent, BAGGAGE, TRACEPARENT, TRACESTATE,
+    only_members, visit_members, HeaderError, MalformedReports, Report, TraceParent, BAGGAGE, TRACEPARENT,
+    TRACESTATE,
 };
 use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
 use crate::trace::{open_span, parse_span_id, LinkedTrace, SPAN_BAGGAGE_KEY};
@@ -251,6 +253,49 @@ fn values<'a>(headers: &'a HeaderMap, name: HeaderName) -> impl Iterator<Item = 
     headers.get_all(name).iter().map(|value| value.as_bytes())
 }
 
+/// What the inbound layer takes from a request's `baggage`.
+#[derive(Debug, Default, PartialEq)]
+struct BaggageRead<'a> {
+    /// The last `keyhole.session` entry's value (later entries override earlier ones, as
+    /// `Baggage::get` answers).
+    token: Option<Cow<'a, str>>,
+    /// The last `keyhole.span` entry's value.
+    caller_span: Option<Cow<'a, str>>,
+    /// The application's entries, from a trusted peer only.
+    entries: Vec<KeyValue>,
+}
+
+/// The session token and caller's span of a request whose only baggage is what Keyhole itself
+/// sends on (one header, `keyhole.session=TOKEN` and perhaps `,keyhole.span=ID`), without the
+/// general reader; `None` for any other baggage.
+fn keyholes_own_baggage(headers: &HeaderMap) -> Option<(&str, Option<&str>)> {
+    let mut all = headers.get_all(BAGGAGE).iter();
+    let value = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    only_members(value.as_bytes(), SESSION_BAGGAGE_KEY, SPAN_BAGGAGE_KEY)
+}
+
+/// Reads every `baggage` header with the general reader. Members are read where they lie in the
+/// header: only what is kept is copied. An untrusted peer's baggage is dropped, so there that is the
+/// session token alone, and a token is plain text, never copied.
+fn read_baggage(headers: &HeaderMap, trusted: bool, now: Instant) -> BaggageRead<'_> {
+    let mut read = BaggageRead::default();
+    let (_, report) = visit_members(values(headers, BAGGAGE), |member| match member.key() {
+        SESSION_BAGGAGE_KEY => read.token = Some(member.value()),
+        SPAN_BAGGAGE_KEY => read.caller_span = Some(member.value()),
+        key if trusted => read
+            .entries
+            .push(KeyValue::new(key.to_owned(), member.value().into_owned())),
+        _ => {}
+    });
+    if report.malformed > 0 {
+        log_malformed(MALFORMED.note(crate::propagation::HeaderKind::Baggage, now));
+    }
+    read
+}
+
 /// The context a request with `headers` is served in, from a peer that is
 /// `trusted` or not, on top of `base`.
 pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Context {
@@ -269,22 +314,18 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
             .ok()
             .and_then(|state| state.to_header())
     });
-    // Members are read where they lie in the header: only what is kept is copied. An untrusted
-    // peer's baggage is dropped, so there that is the session token alone, and a token is plain
-    // text, never copied.
-    let mut token = None;
-    let mut caller_span = None;
-    let mut entries: Vec<KeyValue> = Vec::new();
-    let (_, report) = visit_members(values(headers, BAGGAGE), |member| match member.key() {
-        // Later entries override earlier ones, as `Baggage::get` answers.
-        SESSION_BAGGAGE_KEY => token = Some(member.value()),
-        SPAN_BAGGAGE_KEY => caller_span = Some(member.value()),
-        key if trusted => entries.push(KeyValue::new(key.to_owned(), member.value().into_owned())),
-        _ => {}
-    });
-    if report.malformed > 0 {
-        log_malformed(MALFORMED.note(crate::propagation::HeaderKind::Baggage, now));
-    }
+    let BaggageRead {
+        token,
+        caller_span,
+        entries,
+    } = match keyholes_own_baggage(headers) {
+        Some((token, caller_span)) => BaggageRead {
+            token: Some(Cow::Borrowed(token)),
+            caller_span: caller_span.map(Cow::Borrowed),
+            entries: Vec::new(),
+        },
+        None => read_baggage(headers, trusted, now),
+    };
     // It carries its token, so the session follows the request to downstream services.
     let session = token.and_then(|token| TrustedSession::from_token(&token).ok());
 
@@ -439,6 +480,96 @@ mod tests {
                 cx.baggage().get(SESSION_BAGGAGE_KEY).is_none(),
                 "an unverified token is not passed on"
             );
+        }
+    }
+
+    #[test]
+    fn the_baggage_keyhole_sends_on_is_read_without_the_general_reader() {
+        let session = crate::session::tests::verified("ses-own-baggage");
+        let within = open_span(Context::new(), None, None, Some(session.clone()));
+        let mut sent = HeaderMap::new();
+        crate::outbound::inject_context(&within, &mut sent);
+        let span = within
+            .get::<crate::RequestSpan>()
+            .expect("span")
+            .span_id
+            .to_string();
+        assert_eq!(
+            keyholes_own_baggage(&sent),
+            Some((session.token(), Some(span.as_str()))),
+            "a session's call, with the span that makes it"
+        );
+        let mut sent = HeaderMap::new();
+        crate::outbound::inject_context(&session.context(), &mut sent);
+        assert_eq!(
+            keyholes_own_baggage(&sent),
+            Some((session.token(), None)),
+            "a session made current outside a request"
+        );
+        let header = format!("keyhole.session={}", session.token());
+        for declined in [
+            format!("{header},tenant.id=acme"),
+            format!("tenant.id=acme,{header}"),
+            format!("{header};p=1"),
+            format!("{header} "),
+            format!("{header},keyhole.span=00f067aa0ba902b7,keyhole.span=00f067aa0ba902b7"),
+            format!("{header}%41"),
+        ] {
+            assert_eq!(
+                keyholes_own_baggage(&headers(&[("baggage", &declined)])),
+                None,
+                "{declined}"
+            );
+        }
+        assert_eq!(
+            keyholes_own_baggage(&headers(&[("baggage", &header), ("baggage", "a=b")])),
+            None,
+            "more than one header"
+        );
+    }
+
+    mod own_baggage {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Baggage near Keyhole's own: its keys, plain and unplain bytes, separators, spaces.
+        fn near_keyholes() -> impl Strategy<Value = Vec<String>> {
+            let piece = prop_oneof![
+                Just("keyhole.session=".to_owned()),
+                Just("keyhole.span=".to_owned()),
+                Just("keyhole.session =".to_owned()),
+                Just(",keyhole.span=".to_owned()),
+                Just("Keyhole.session=".to_owned()),
+                "[a-zA-Z0-9._~=-]{0,40}",
+                "[ ,;%=\t\x22a-f0-9]{1,3}",
+            ];
+            proptest::collection::vec(
+                proptest::collection::vec(piece, 1..6).prop_map(|p| p.concat()),
+                1..3,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn what_the_short_reader_finds_the_general_reader_finds_too(
+                values in near_keyholes(), trusted in any::<bool>()
+            ) {
+                let mut map = HeaderMap::new();
+                for value in &values {
+                    let Ok(value) = value.parse() else { return Ok(()) };
+                    map.append(BAGGAGE, value);
+                }
+                if let Some((token, caller_span)) = keyholes_own_baggage(&map) {
+                    let general = read_baggage(&map, trusted, Instant::now());
+                    prop_assert_eq!(general, BaggageRead {
+                        token: Some(Cow::Borrowed(token)),
+                        caller_span: caller_span.map(Cow::Borrowed),
+                        entries: Vec::new(),
+                    });
+                }
+            }
         }
     }
 

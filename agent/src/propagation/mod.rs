@@ -48,7 +48,7 @@ mod properties;
 
 use std::fmt;
 
-pub(crate) use baggage::visit_members;
+pub(crate) use baggage::{only_members, visit_members};
 pub use baggage::{Baggage, BaggageEntry, BaggageReport};
 pub use limits::*;
 pub use report::{MalformedReports, Report};
