@@ -24,8 +24,8 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState}
 use opentelemetry::{Context, KeyValue};
 
 use crate::propagation::{
-    only_members, visit_members, HeaderError, MalformedReports, Report, TraceParent, BAGGAGE, TRACEPARENT,
-    TRACESTATE,
+    only_members, plain_value, visit_members, HeaderError, MalformedReports, Report, TraceParent, BAGGAGE,
+    TRACEPARENT, TRACESTATE,
 };
 use crate::session::{TrustedSession, SESSION_BAGGAGE_KEY};
 use crate::trace::{open_span, parse_span_id, LinkedTrace, SPAN_BAGGAGE_KEY};
@@ -265,16 +265,54 @@ struct BaggageRead<'a> {
     entries: Vec<KeyValue>,
 }
 
-/// The session token and caller's span of a request whose only baggage is what Keyhole itself
+/// The raw session token and caller's span of a request whose only baggage is what Keyhole itself
 /// sends on (one header, `keyhole.session=TOKEN` and perhaps `,keyhole.span=ID`), without the
 /// general reader; `None` for any other baggage.
-fn keyholes_own_baggage(headers: &HeaderMap) -> Option<(&str, Option<&str>)> {
+fn keyholes_own_baggage(headers: &HeaderMap) -> Option<(&[u8], Option<&[u8]>)> {
     let mut all = headers.get_all(BAGGAGE).iter();
     let value = all.next()?;
     if all.next().is_some() {
         return None;
     }
     only_members(value.as_bytes(), SESSION_BAGGAGE_KEY, SPAN_BAGGAGE_KEY)
+}
+
+/// The session and caller's span that Keyhole's own baggage gives (its raw values), or `None` when a
+/// value is not plain text, for the general reader to read and report.
+fn own_session<'a>(
+    token: &'a [u8],
+    span: Option<&'a [u8]>,
+) -> Option<(Option<TrustedSession>, Option<&'a str>)> {
+    let span = match span {
+        Some(raw) => Some(plain_value(raw)?),
+        None => None,
+    };
+    // Compared as it lies in the header, before any check: a value equal to a remembered token is
+    // plain text, so the check could only pass.
+    let session = match TrustedSession::remembered(token) {
+        Some(session) => Some(session),
+        None => TrustedSession::from_token(plain_value(token)?).ok(),
+    };
+    Some((session, span))
+}
+
+/// The verified session, the caller's span and (from a trusted peer) the application's entries
+/// that a request's baggage gives.
+fn from_baggage(
+    headers: &HeaderMap,
+    trusted: bool,
+    now: Instant,
+) -> (Option<TrustedSession>, Option<Cow<'_, str>>, Vec<KeyValue>) {
+    if let Some((session, span)) =
+        keyholes_own_baggage(headers).and_then(|(token, span)| own_session(token, span))
+    {
+        return (session, span.map(Cow::Borrowed), Vec::new());
+    }
+    let read = read_baggage(headers, trusted, now);
+    let session = read
+        .token
+        .and_then(|token| TrustedSession::from_token(&token).ok());
+    (session, read.caller_span, read.entries)
 }
 
 /// Reads every `baggage` header with the general reader. Members are read where they lie in the
@@ -314,20 +352,8 @@ pub fn inbound_context(base: &Context, headers: &HeaderMap, trusted: bool) -> Co
             .ok()
             .and_then(|state| state.to_header())
     });
-    let BaggageRead {
-        token,
-        caller_span,
-        entries,
-    } = match keyholes_own_baggage(headers) {
-        Some((token, caller_span)) => BaggageRead {
-            token: Some(Cow::Borrowed(token)),
-            caller_span: caller_span.map(Cow::Borrowed),
-            entries: Vec::new(),
-        },
-        None => read_baggage(headers, trusted, now),
-    };
     // It carries its token, so the session follows the request to downstream services.
-    let session = token.and_then(|token| TrustedSession::from_token(&token).ok());
+    let (session, caller_span, entries) = from_baggage(headers, trusted, now);
 
     let mut cx = base.clone();
     if trusted {
@@ -496,14 +522,14 @@ mod tests {
             .to_string();
         assert_eq!(
             keyholes_own_baggage(&sent),
-            Some((session.token(), Some(span.as_str()))),
+            Some((session.token().as_bytes(), Some(span.as_bytes()))),
             "a session's call, with the span that makes it"
         );
         let mut sent = HeaderMap::new();
         crate::outbound::inject_context(&session.context(), &mut sent);
         assert_eq!(
             keyholes_own_baggage(&sent),
-            Some((session.token(), None)),
+            Some((session.token().as_bytes(), None)),
             "a session made current outside a request"
         );
         let header = format!("keyhole.session={}", session.token());
@@ -515,11 +541,9 @@ mod tests {
             format!("{header},keyhole.span=00f067aa0ba902b7,keyhole.span=00f067aa0ba902b7"),
             format!("{header}%41"),
         ] {
-            assert_eq!(
-                keyholes_own_baggage(&headers(&[("baggage", &declined)])),
-                None,
-                "{declined}"
-            );
+            let sent = headers(&[("baggage", &declined)]);
+            let read = keyholes_own_baggage(&sent).and_then(|(token, span)| own_session(token, span));
+            assert!(read.is_none(), "{declined}");
         }
         assert_eq!(
             keyholes_own_baggage(&headers(&[("baggage", &header), ("baggage", "a=b")])),
@@ -549,6 +573,15 @@ mod tests {
             )
         }
 
+        /// Both raw values as members' values read, if both are plain.
+        fn plain<'a>((token, span): (&'a [u8], Option<&'a [u8]>)) -> Option<(&'a str, Option<&'a str>)> {
+            let span = match span {
+                Some(span) => Some(plain_value(span)?),
+                None => None,
+            };
+            Some((plain_value(token)?, span))
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -561,7 +594,7 @@ mod tests {
                     let Ok(value) = value.parse() else { return Ok(()) };
                     map.append(BAGGAGE, value);
                 }
-                if let Some((token, caller_span)) = keyholes_own_baggage(&map) {
+                if let Some((token, caller_span)) = keyholes_own_baggage(&map).and_then(plain) {
                     let general = read_baggage(&map, trusted, Instant::now());
                     prop_assert_eq!(general, BaggageRead {
                         token: Some(Cow::Borrowed(token)),

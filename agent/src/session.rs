@@ -20,7 +20,7 @@ use keyhole_proto::token::{SessionVerifier, TokenError, MAX_TOKEN_LEN};
 use opentelemetry::{Context, ContextGuard};
 
 use crate::budget::{monotonic_nanos, RateLimit};
-use crate::propagation::Baggage;
+use crate::propagation::{is_plain_text, Baggage};
 use crate::trace::RequestSpan;
 
 /// The baggage entry that carries a session token.
@@ -124,7 +124,7 @@ impl TrustedSession {
     /// assert!(keyhole::TrustedSession::from_token("v1.k.s.1.sig").is_err());
     /// ```
     pub fn from_token(token: &str) -> Result<Self, SessionError> {
-        if let Some(session) = remembered(token, unix_now()) {
+        if let Some(session) = remembered(token.as_bytes(), unix_now()) {
             return Ok(session);
         }
         // Read before the check: a key change or a stop during it leaves what is remembered stale.
@@ -141,6 +141,12 @@ impl TrustedSession {
 
     pub fn expires_at_unix(&self) -> u64 {
         self.0.expires_at_unix
+    }
+
+    /// The session this thread remembers `token` granting (see [`TrustedSession::from_token`]),
+    /// compared as it lies in a header: a value equal to a remembered token is plain text.
+    pub(crate) fn remembered(token: &[u8]) -> Option<TrustedSession> {
+        remembered(token, unix_now())
     }
 
     /// The token this session was verified from, as outbound calls carry it.
@@ -226,14 +232,14 @@ impl Remembered {
     };
 
     /// The unexpired session `token` granted, if remembered in `generation`.
-    fn find(&self, token: &str, generation: u64, now_unix: u64) -> Option<TrustedSession> {
+    fn find(&self, token: &[u8], generation: u64, now_unix: u64) -> Option<TrustedSession> {
         if self.generation != generation {
             return None;
         }
         self.sessions
             .iter()
             .flatten()
-            .find(|session| session.token() == token)
+            .find(|session| session.token().as_bytes() == token)
             .filter(|session| session.expires_at_unix() > now_unix)
             .cloned()
     }
@@ -264,7 +270,7 @@ thread_local! {
 }
 
 /// The session this thread remembers `token` granting, unless expired or taken back since.
-fn remembered(token: &str, now_unix: u64) -> Option<TrustedSession> {
+fn remembered(token: &[u8], now_unix: u64) -> Option<TrustedSession> {
     let generation = TRUST_GENERATION.load(Ordering::Acquire);
     // Neither fails but on a thread being torn down; then the shared cache answers.
     REMEMBERED
@@ -273,7 +279,13 @@ fn remembered(token: &str, now_unix: u64) -> Option<TrustedSession> {
         .flatten()
 }
 
+/// Remembers `session` on this thread, if its token is plain baggage text (every token the control
+/// plane signs is): the inbound layer compares a header's bytes with what is remembered before it
+/// checks them, so a value equal to a remembered token must be one the check would pass.
 fn remember(generation: u64, session: &TrustedSession) {
+    if !is_plain_text(session.token().as_bytes()) {
+        return;
+    }
     let _ = REMEMBERED.try_with(|remembered| {
         if let Ok(mut remembered) = remembered.try_borrow_mut() {
             remembered.remember(generation, session);
@@ -437,29 +449,33 @@ pub(crate) mod tests {
         let mut remembered = Remembered::EMPTY;
         remembered.remember(7, &session);
         let now = unix_now();
-        let found = remembered.find(session.token(), 7, now).expect("remembered");
+        let found = remembered
+            .find(session.token().as_bytes(), 7, now)
+            .expect("remembered");
         assert!(Arc::ptr_eq(&found.0, &session.0), "the very session granted");
-        assert!(remembered.find(other.token(), 7, now).is_none());
+        assert!(remembered.find(other.token().as_bytes(), 7, now).is_none());
         assert!(
-            remembered.find(&session.token()[1..], 7, now).is_none(),
+            remembered
+                .find(&session.token().as_bytes()[1..], 7, now)
+                .is_none(),
             "the whole token, not a part"
         );
         assert!(
             remembered
-                .find(session.token(), 7, session.expires_at_unix())
+                .find(session.token().as_bytes(), 7, session.expires_at_unix())
                 .is_none(),
             "not once expired"
         );
         assert!(
-            remembered.find(session.token(), 8, now).is_none(),
+            remembered.find(session.token().as_bytes(), 8, now).is_none(),
             "not after the keys changed or the agent stopped"
         );
         remembered.remember(8, &other);
         assert!(
-            remembered.find(session.token(), 7, now).is_none(),
+            remembered.find(session.token().as_bytes(), 7, now).is_none(),
             "a new generation forgets the old one's sessions"
         );
-        assert!(remembered.find(other.token(), 8, now).is_some());
+        assert!(remembered.find(other.token().as_bytes(), 8, now).is_some());
     }
 
     #[test]
@@ -477,7 +493,7 @@ pub(crate) mod tests {
         let now = unix_now();
         let kept: Vec<bool> = sessions
             .iter()
-            .map(|session| remembered.find(session.token(), 1, now).is_some())
+            .map(|session| remembered.find(session.token().as_bytes(), 1, now).is_some())
             .collect();
         let mut expected = vec![true; sessions.len()];
         expected[1] = false;

@@ -1,17 +1,30 @@
 //! A thread remembers the sessions it was granted, and forgets them as soon as the keys that
 //! granted them change or the agent stops: remembering saves work, it never extends trust.
 
+use http::HeaderMap;
 use keyhole::testing::{session_token, OfflineAgent};
-use keyhole::{SessionError, TrustedSession};
+use keyhole::{inbound_context, SessionError, TrustedSession, SESSION_BAGGAGE_KEY};
 use keyhole_proto::token::SessionSigner;
+use opentelemetry::Context;
 
 /// How long the test's session stays valid.
 const SESSION_SECONDS: u64 = 600;
 
+/// The session `token` grants, asked directly and as the inbound layer asks for a request that
+/// carries it in its baggage (from an untrusted and from a trusted peer); all three must agree.
 fn granted(token: &str) -> Option<String> {
-    TrustedSession::from_token(token)
+    let direct = TrustedSession::from_token(token)
         .ok()
-        .map(|session| session.session_id().to_owned())
+        .map(|session| session.session_id().to_owned());
+    let mut headers = HeaderMap::new();
+    let baggage = format!("{SESSION_BAGGAGE_KEY}={token}");
+    headers.insert("baggage", baggage.parse().expect("header"));
+    for trusted in [false, true] {
+        let cx = inbound_context(&Context::new(), &headers, trusted);
+        let carried = TrustedSession::in_context(&cx).map(|session| session.session_id().to_owned());
+        assert_eq!(carried, direct, "a request's session, trusted peer: {trusted}");
+    }
+    direct
 }
 
 #[test]

@@ -329,11 +329,11 @@ pub(crate) fn visit_members<'a>(
     (budget, report)
 }
 
-/// The values of a `baggage` header that is exactly the member `first=VALUE`, or that and
-/// `,second=VALUE`, with plain values (no escapes, whitespace or properties) and within the limits:
-/// what [`visit_members`] hands on for the same header, found by matching the keys as prefixes and
-/// one scan for the `,`, without the grammar's general path. `None` for any other header, which
-/// only [`visit_members`] reads.
+/// The raw values of a `baggage` header that is exactly the member `first=VALUE`, or that and
+/// `,second=VALUE`, within the limits, found by matching the keys as prefixes and one scan for the
+/// `,`. When each value is plain text ([`plain_value`]), they are what [`visit_members`] hands on
+/// for the same header, without the grammar's general path; otherwise, or for any other header,
+/// only [`visit_members`] reads it right.
 ///
 /// It is for headers one writer always makes alike, such as the session's own baggage, which Keyhole
 /// writes in this shape and reads again in every service a debugging request passes through.
@@ -341,27 +341,29 @@ pub(crate) fn only_members<'a>(
     value: &'a [u8],
     first: &str,
     second: &str,
-) -> Option<(&'a str, Option<&'a str>)> {
+) -> Option<(&'a [u8], Option<&'a [u8]>)> {
     // Plain members take in the header what they take as written, so both fit if the header does.
     if value.len() > MAX_BAGGAGE_BYTES {
         return None;
     }
     let value_of = |member: &'a [u8], key: &str| member.strip_prefix(key.as_bytes())?.strip_prefix(b"=");
-    let text = |raw: &'a [u8]| {
-        is_plain_text(raw)
-            .then(|| std::str::from_utf8(raw).ok())
-            .flatten()
-    };
     let rest = value_of(value, first)?;
     // Plain text has no `,`: the first one ends the first member.
     match memchr::memchr(b',', rest) {
-        None => Some((text(rest)?, None)),
+        None => Some((rest, None)),
         Some(at) => {
             let (own, next) = rest.split_at_checked(at)?;
-            let next = value_of(next.get(1..)?, second)?;
-            Some((text(own)?, Some(text(next)?)))
+            Some((own, Some(value_of(next.get(1..)?, second)?)))
         }
     }
+}
+
+/// `raw` as a member's value reads when it is plain text: no escapes, whitespace, separators or
+/// properties, nothing outside `baggage-octet`.
+pub(crate) fn plain_value(raw: &[u8]) -> Option<&str> {
+    is_plain_text(raw)
+        .then(|| std::str::from_utf8(raw).ok())
+        .flatten()
 }
 
 /// A well-formed list-member, still borrowed from the header.

@@ -48,9 +48,10 @@ mod properties;
 
 use std::fmt;
 
-pub(crate) use baggage::{only_members, visit_members};
+pub(crate) use baggage::{only_members, plain_value, visit_members};
 pub use baggage::{Baggage, BaggageEntry, BaggageReport};
 pub use limits::*;
+pub(crate) use percent::is_plain_text;
 pub use report::{MalformedReports, Report};
 pub(crate) use syntax::{lower_hex_bytes, push_hex};
 pub use traceparent::{TraceParent, TRACE_FLAG_RANDOM_TRACE_ID, TRACE_FLAG_SAMPLED};
