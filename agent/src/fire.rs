@@ -100,8 +100,6 @@ struct SessionHit {
     /// The breakpoints whose session and baggage filters the request matches, and whose expiry, hit
     /// limit and rate allowed this hit (each has taken one of its hits and its rate).
     breakpoints: Vec<Arc<ArmedBreakpoint>>,
-    /// The baggage entries they matched on.
-    baggage: Vec<BaggageEntry>,
     /// The wall clock when the probe was hit, read once for every expiry.
     now_ms: i64,
 }
@@ -123,33 +121,23 @@ fn matching(installed: &ArcSwapOption<ArmedProbe>) -> Option<SessionHit> {
         if session.is_expired_at(now_ms) {
             return None;
         }
-        let baggage = cx.baggage();
         let mut budgets = Budgets::new(now_ms);
         let mut admitted = Vec::new();
-        let mut entries = Vec::new();
         for bp in probe.breakpoints.iter().filter(wanted) {
+            // The request's baggage is looked up only for a breakpoint that filters on it.
             let all_match = bp.definition.baggage_filters.iter().all(|filter| {
-                baggage
+                cx.baggage()
                     .get(filter.key.as_str())
                     .is_some_and(|value| value.as_str() == filter.value)
             });
             if !all_match || !budgets.admit(bp) {
                 continue;
             }
-            for filter in &bp.definition.baggage_filters {
-                if !entries.iter().any(|e: &BaggageEntry| e.key == filter.key) {
-                    entries.push(BaggageEntry {
-                        key: filter.key.clone(),
-                        value: filter.value.clone(),
-                    });
-                }
-            }
             admitted.push(bp.clone());
         }
         (!admitted.is_empty()).then(|| SessionHit {
             session: session.clone(),
             breakpoints: admitted,
-            baggage: entries,
             now_ms,
         })
     })
@@ -196,6 +184,21 @@ impl Budgets {
         breakpoint.refuse(refused);
         false
     }
+}
+
+/// The baggage entries `breakpoint` matched on: its filters, each key once, since a hit it admitted
+/// matched them all.
+fn matched_baggage(breakpoint: &ArmedBreakpoint) -> Vec<BaggageEntry> {
+    let mut entries: Vec<BaggageEntry> = Vec::new();
+    for filter in &breakpoint.definition.baggage_filters {
+        if !entries.iter().any(|entry| entry.key == filter.key) {
+            entries.push(BaggageEntry {
+                key: filter.key.clone(),
+                value: filter.value.clone(),
+            });
+        }
+    }
+    entries
 }
 
 /// The armed probe `site`, whose breakpoints are `installed`, was hit.
@@ -272,7 +275,7 @@ fn take_snapshot(
         trace_id,
         span_id,
         parent_span_id,
-        baggage: hit.baggage.clone(),
+        baggage: matched_baggage(breakpoint),
         captured_bytes: captured.encoded().len() as u64,
         ..Default::default()
     };
