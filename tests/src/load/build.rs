@@ -55,12 +55,32 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// The cargo to run: the one that ran us, if any.
+/// The cargo to run: the one that ran us, if any, without the variables it set for running this
+/// binary (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...). Build scripts may ask to rerun when those
+/// change (ring's do), so with them every build from here and the next `cargo run` would each rebuild
+/// TLS and everything above it.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("CARGO_PKG_") || RUN_VARIABLES.contains(&name_text.as_ref()) {
+            command.env_remove(&name);
+        }
+    }
     command
 }
+
+/// What `cargo run` sets for the binary it runs, beside the `CARGO_PKG_` variables.
+const RUN_VARIABLES: [&str; 7] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "OUT_DIR",
+];
 
 /// The workspace's target directory as cargo itself resolves it
 /// (`CARGO_TARGET_DIR`, `--config build.target-dir`, or `target/`).
