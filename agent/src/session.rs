@@ -239,7 +239,7 @@ impl Remembered {
         self.sessions
             .iter()
             .flatten()
-            .find(|session| session.token().as_bytes() == token)
+            .find(|session| same_secret(session.token().as_bytes(), token))
             .filter(|session| session.expires_at_unix() > now_unix)
             .cloned()
     }
@@ -263,6 +263,13 @@ impl Remembered {
             }
         }
     }
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only: one is a bearer
+/// token, the other what a caller sent, who must not learn from the time taken how much of it was
+/// right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
 }
 
 thread_local! {
