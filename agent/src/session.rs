@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use keyhole_proto::token::{SessionVerifier, TokenError, MAX_TOKEN_LEN};
 use opentelemetry::{Context, ContextGuard};
+use subtle::ConstantTimeEq as _;
 
 use crate::budget::{monotonic_nanos, RateLimit};
 use crate::propagation::{is_plain_text, Baggage};
@@ -124,7 +125,7 @@ impl TrustedSession {
     /// assert!(keyhole::TrustedSession::from_token("v1.k.s.1.sig").is_err());
     /// ```
     pub fn from_token(token: &str) -> Result<Self, SessionError> {
-        if let Some(session) = remembered(token.as_bytes(), unix_now()) {
+        if let Some(session) = Self::remembered(token.as_bytes()) {
             return Ok(session);
         }
         // Read before the check: a key change or a stop during it leaves what is remembered stale.
@@ -143,10 +144,16 @@ impl TrustedSession {
         self.0.expires_at_unix
     }
 
-    /// The session this thread remembers `token` granting (see [`TrustedSession::from_token`]),
-    /// compared as it lies in a header: a value equal to a remembered token is plain text.
+    /// The session this thread remembers `token` granting, unless expired or taken back since (see
+    /// [`TrustedSession::from_token`]); compared as it lies in a header: a value equal to a
+    /// remembered token is plain text.
     pub(crate) fn remembered(token: &[u8]) -> Option<TrustedSession> {
-        remembered(token, unix_now())
+        let generation = TRUST_GENERATION.load(Ordering::Acquire);
+        // Neither fails but on a thread being torn down; then the shared cache answers.
+        REMEMBERED
+            .try_with(|remembered| remembered.try_borrow().ok()?.find(token, generation, unix_now()))
+            .ok()
+            .flatten()
     }
 
     /// The token this session was verified from, as outbound calls carry it.
@@ -239,7 +246,10 @@ impl Remembered {
         self.sessions
             .iter()
             .flatten()
-            .find(|session| same_secret(session.token().as_bytes(), token))
+            // In constant time, as the control plane compares its secrets: the token is a bearer
+            // secret and `token` what a caller sent, who must not learn from the time taken how
+            // much of it was right.
+            .find(|session| bool::from(session.token().as_bytes().ct_eq(token)))
             .filter(|session| session.expires_at_unix() > now_unix)
             .cloned()
     }
@@ -265,25 +275,8 @@ impl Remembered {
     }
 }
 
-/// Whether `a` and `b` are equal, in a time that depends on their lengths only: one is a bearer
-/// token, the other what a caller sent, who must not learn from the time taken how much of it was
-/// right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
-}
-
 thread_local! {
     static REMEMBERED: RefCell<Remembered> = const { RefCell::new(Remembered::EMPTY) };
-}
-
-/// The session this thread remembers `token` granting, unless expired or taken back since.
-fn remembered(token: &[u8], now_unix: u64) -> Option<TrustedSession> {
-    let generation = TRUST_GENERATION.load(Ordering::Acquire);
-    // Neither fails but on a thread being torn down; then the shared cache answers.
-    REMEMBERED
-        .try_with(|remembered| remembered.try_borrow().ok()?.find(token, generation, now_unix))
-        .ok()
-        .flatten()
 }
 
 /// Remembers `session` on this thread, if its token is plain baggage text (every token the control
