@@ -40,17 +40,20 @@ EVENT = os.environ.get("EVENT", "Ir")
 UNIT = "instructions" if EVENT == "Ir" else f"{EVENT} events"
 
 
+def expand(names, spec):
+    """The name `spec` stands for: callgrind writes a name once as `(N) name` and after that as
+    `(N)`; `names` (one per kind of name and profile) keeps what each number stands for."""
+    match = NAME.match(spec)
+    if not match:
+        return spec
+    if match.group(2):
+        names[match.group(1)] = match.group(2)
+    return names.get(match.group(1), spec)
+
+
 def records(path):
     """(caller, callee or None, calls or None, cost) for every cost line of one profile."""
     names = {}
-
-    def name(spec):
-        match = NAME.match(spec)
-        if not match:
-            return spec
-        if match.group(2):
-            names[match.group(1)] = match.group(2)
-        return names.get(match.group(1), spec)
 
     fn = cfn = None
     calls = None
@@ -71,9 +74,9 @@ def records(path):
                     sys.exit(f"{path} counts {' '.join(events)}, not {' '.join(missing)}")
                 columns = [positions + events.index(event) for event in wanted]
             elif line.startswith("fn="):
-                fn, cfn, calls = name(line[3:]), None, None
+                fn, cfn, calls = expand(names, line[3:]), None, None
             elif line.startswith("cfn="):
-                cfn = name(line[4:])
+                cfn = expand(names, line[4:])
             elif line.startswith("calls="):
                 calls = int(line[6:].split()[0])
             elif line[:1].isdigit() or line[:1] in "+-*":
@@ -175,20 +178,14 @@ def code_units(files, shift):
                     sys.exit(f"{path} has no instruction addresses: record with VALGRIND_OPTS=--dump-instr=yes")
                 if line.startswith(("ob=", "cob=")):
                     # Either may name an object first; only ob= says whose code the lines are.
-                    spec = line.split("=", 1)[1]
-                    match = NAME.match(spec)
-                    if match and match.group(2):
-                        objects[match.group(1)] = match.group(2)
+                    binary_named = expand(objects, line.split("=", 1)[1])
                     if line.startswith("ob="):
-                        binary = objects.get(match.group(1)) if match else spec
+                        binary = binary_named
                 elif line.startswith(("fn=", "cfn=")):
-                    # Either may name a function first (compressed to a number after); fn= says whose
-                    # code the cost lines are.
-                    match = NAME.match(line.split("=", 1)[1])
-                    if match and match.group(2):
-                        names[match.group(1)] = match.group(2)
+                    # Either may name a function first; only fn= says whose code the lines are.
+                    function_named = expand(names, line.split("=", 1)[1])
                     if line.startswith("fn="):
-                        fn = names.get(match.group(1), line[3:]) if match else line[3:]
+                        fn = function_named
                 elif line.startswith(POSITION_KEYS) or not line or not (line[0].isdigit() or line[0] in "+-*"):
                     continue
                 else:
